@@ -1,0 +1,434 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+topics = ["dbserver1.inventory.customers"]
+
+[catalog]
+type = "local"
+path = "/tmp/floe"
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    load_env(text, &[])
+}
+
+fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    load_str(
+        text,
+        Path::new("connector.toml"),
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn err(text: &str) -> String {
+    load(text)
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+#[test]
+fn minimal_local_config_gets_the_documented_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.kafka.brokers, vec!["127.0.0.1:9092"]);
+    assert_eq!(c.kafka.group_id, "floe");
+    assert_eq!(c.kafka.start_from, StartFrom::Earliest);
+    assert!(matches!(c.errors, ErrorsConfig::Fail));
+    assert_eq!(c.flush.interval, Duration::from_secs(10));
+    assert_eq!(c.flush.commit_interval, Duration::from_secs(60));
+    assert_eq!(c.flush.max_bytes, 64 * 1024 * 1024);
+    assert_eq!(c.flush.zstd_level, 1);
+    assert_eq!(c.metrics.listen.port(), 9464);
+    match &c.staging {
+        StagingConfig::Local { directory } => {
+            assert_eq!(directory, Path::new("/tmp/floe/staging"))
+        }
+        other => panic!("expected local staging, got {other:?}"),
+    }
+}
+
+#[test]
+fn human_durations_and_sizes_are_parsed() {
+    let c = load(&format!(
+        "{MINIMAL}\n[flush]\ninterval = \"1m 30s\"\ncommit_interval = \"5m\"\nmax_bytes = \"16 MiB\"\nmax_buffered_bytes = \"1GiB\"\ntarget_file_size = 268435456\n"
+    ))
+    .unwrap();
+    assert_eq!(c.flush.interval, Duration::from_secs(90));
+    assert_eq!(c.flush.commit_interval, Duration::from_secs(300));
+    assert_eq!(c.flush.max_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.flush.max_buffered_bytes, 1024 * 1024 * 1024);
+    assert_eq!(c.flush.target_file_size, 256 * 1024 * 1024);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_section() {
+    let e = err(&MINIMAL.replace("topics =", "brokerz = 1\ntopics ="));
+    assert!(
+        e.starts_with("connector.toml: key `kafka.brokerz`: unknown key; expected one of"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let e = err("[kafka]\ntopics = [\"t\"]\n[catalog]\ntype = \"local\"\n");
+    assert_eq!(
+        e,
+        "connector.toml: key `kafka.brokers`: required key is missing"
+    );
+    let e = err("[kafka]\nbrokers = \"b:1\"\ntopics = [\"t\"]\n");
+    assert_eq!(e, "connector.toml: key `catalog`: required key is missing");
+}
+
+#[test]
+fn wrong_type_names_the_key_and_the_expected_type() {
+    let e = err(&format!("{MINIMAL}\n[flush]\nmax_rows = \"many\"\n"));
+    assert!(
+        e.starts_with("connector.toml: key `flush.max_rows`: invalid type"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[flush]\ninterval = \"soon\"\n"));
+    assert!(
+        e.starts_with("connector.toml: key `flush.interval`:"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[errors]\npolicy = \"ignore\"\n"));
+    assert!(e.contains("key `errors.policy`"), "{e}");
+    assert!(e.contains("unknown variant `ignore`"), "{e}");
+}
+
+#[test]
+fn toml_syntax_error_gives_line_and_column() {
+    let e = err("[kafka\nbrokers = 1");
+    assert!(
+        e.starts_with("config file connector.toml is not valid TOML"),
+        "{e}"
+    );
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn unknown_catalog_type_is_refused() {
+    let e = err(&MINIMAL.replace("type = \"local\"", "type = \"glue\""));
+    assert_eq!(
+        e,
+        "connector.toml: key `catalog.type`: unknown variant `glue`, expected one of `s3tables`, `rest`, `local`"
+    );
+    let e = err(&MINIMAL.replace("path = ", "uri = \"http://x\"\npath = "));
+    assert!(e.starts_with("connector.toml: key `catalog"), "{e}");
+    assert!(e.contains("unknown key"), "{e}");
+}
+
+#[test]
+fn topics_and_topic_regex_are_exclusive() {
+    let e = err(&MINIMAL.replace(
+        "topics = [\"dbserver1.inventory.customers\"]",
+        "topics = [\"a\"]\ntopic_regex = \"b.*\"",
+    ));
+    assert!(e.contains("key `kafka.topic_regex`"), "{e}");
+    let e = err(&MINIMAL.replace("topics = [\"dbserver1.inventory.customers\"]", ""));
+    assert!(e.contains("key `kafka.topics`: set either"), "{e}");
+    let e = err(&MINIMAL.replace(
+        "topics = [\"dbserver1.inventory.customers\"]",
+        "topic_regex = \"(\"",
+    ));
+    assert!(
+        e.contains("key `kafka.topic_regex`: not a valid regex"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reserved_kafka_properties_are_refused() {
+    let e = err(&format!(
+        "{MINIMAL}\n[kafka.properties]\n\"enable.auto.commit\" = true\n"
+    ));
+    assert!(e.contains("kafka.properties.\"enable.auto.commit\""), "{e}");
+    assert!(e.contains("only after the Iceberg commit"), "{e}");
+}
+
+#[test]
+fn kafka_properties_accept_any_scalar_and_hide_secrets_in_debug() {
+    let c = load(&format!(
+        "{MINIMAL}\n[kafka.properties]\n\"session.timeout.ms\" = 45000\n\"sasl.password\" = \"hunter2\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.kafka.properties.0["session.timeout.ms"], "45000");
+    assert_eq!(c.kafka.properties.0["sasl.password"], "hunter2");
+    let debug = format!("{:?}", c);
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("45000"), "{debug}");
+}
+
+#[test]
+fn dlq_policy_needs_a_topic_that_is_not_consumed() {
+    let e = err(&format!("{MINIMAL}\n[errors]\npolicy = \"dlq\"\n"));
+    assert!(e.contains("key `errors.dlq_topic`: required"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}\n[errors]\npolicy = \"dlq\"\ndlq_topic = \"dbserver1.inventory.customers\"\n"
+    ));
+    assert!(e.contains("read again"), "{e}");
+    let c = load(&format!(
+        "{MINIMAL}\n[errors]\npolicy = \"dlq\"\ndlq_topic = \"floe.dlq\"\n"
+    ))
+    .unwrap();
+    assert!(matches!(c.errors, ErrorsConfig::Dlq { ref topic } if topic == "floe.dlq"));
+}
+
+#[test]
+fn flush_rules_that_span_keys() {
+    let e = err(&format!(
+        "{MINIMAL}\n[flush]\ninterval = \"2m\"\ncommit_interval = \"1m\"\n"
+    ));
+    assert!(
+        e.contains("key `flush.commit_interval`: must be at least flush.interval (2m)"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[flush]\nmax_bytes = \"1GiB\"\nmax_buffered_bytes = \"512MiB\"\n"
+    ));
+    assert!(e.contains("key `flush.max_bytes`"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[flush]\nzstd_level = 0\n"));
+    assert!(e.contains("key `flush.zstd_level`"), "{e}");
+}
+
+const S3TABLES: &str = r#"
+[kafka]
+brokers = ["b1:9092", "b2:9092"]
+topic_regex = '^dbserver1\.inventory\..*'
+
+[catalog]
+type = "s3tables"
+table_bucket_arn = "arn:aws:s3tables:eu-west-1:111122223333:bucket/analytics"
+"#;
+
+#[test]
+fn s3tables_catalog_needs_an_s3_staging_bucket() {
+    let e = err(S3TABLES);
+    assert!(
+        e.contains("key `staging`: required with catalog type s3tables"),
+        "{e}"
+    );
+    let e = err(&format!("{S3TABLES}\n[staging]\ndirectory = \"/tmp/x\"\n"));
+    assert!(e.contains("key `staging.directory`"), "{e}");
+    let c = load(&format!(
+        "{S3TABLES}\n[staging]\nbucket = \"floe-staging\"\nprefix = \"/cdc/\"\n"
+    ))
+    .unwrap();
+    let CatalogConfig::S3Tables(cat) = &c.catalog else {
+        panic!("expected s3tables")
+    };
+    assert_eq!(cat.region, "eu-west-1");
+    assert_eq!(cat.table_bucket.bucket, "analytics");
+    assert_eq!(cat.table_bucket.account, "111122223333");
+    let StagingConfig::S3(s) = &c.staging else {
+        panic!("expected s3 staging")
+    };
+    assert_eq!(s.prefix, "cdc");
+    assert_eq!(s.expire_after_days, 3);
+    assert!(c.kafka.topics.matches("dbserver1.inventory.orders"));
+    assert!(!c.kafka.topics.matches("dbserver1.other.orders"));
+}
+
+#[test]
+fn bad_table_bucket_arn_is_refused() {
+    let e = err(&S3TABLES.replace(
+        "arn:aws:s3tables:eu-west-1:111122223333:bucket/analytics",
+        "arn:aws:s3:::analytics",
+    ));
+    assert!(e.contains("key `catalog.table_bucket_arn`"), "{e}");
+}
+
+const REST: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+topics = ["t"]
+
+[staging]
+bucket = "staging"
+
+[catalog]
+type = "rest"
+uri = "http://127.0.0.1:8181"
+warehouse = "tables"
+"#;
+
+#[test]
+fn rest_auth_settings_must_fit_the_auth_kind() {
+    let c = load(&format!("{REST}auth = \"sigv4\"\n")).unwrap();
+    let CatalogConfig::Rest(r) = &c.catalog else {
+        panic!()
+    };
+    assert!(
+        matches!(&r.auth, RestAuth::Sigv4 { signing_name, signing_region: None } if signing_name == "s3tables")
+    );
+    let e = err(&format!("{REST}auth = \"oauth2\"\n"));
+    assert!(e.contains("key `catalog.credential`: required"), "{e}");
+    let e = err(&format!("{REST}auth = \"bearer\"\ncredential = \"a:b\"\n"));
+    assert!(
+        e.contains("key `catalog.credential`: only used with catalog.auth = \"oauth2\""),
+        "{e}"
+    );
+    let c = load(&format!(
+        "{REST}auth = \"oauth2\"\ncredential = \"client:s3cr3t\"\n"
+    ))
+    .unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("s3cr3t"), "{debug}");
+    let CatalogConfig::Rest(r) = &c.catalog else {
+        panic!()
+    };
+    let RestAuth::OAuth2 {
+        client_id,
+        client_secret,
+        ..
+    } = &r.auth
+    else {
+        panic!()
+    };
+    assert_eq!(client_id, "client");
+    assert_eq!(client_secret.expose(), "s3cr3t");
+    let e = err(&REST.replace("http://127.0.0.1:8181", "127.0.0.1:8181"));
+    assert!(e.contains("key `catalog.uri`"), "{e}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let c = load_env(
+        &format!("{REST}auth = \"bearer\"\ntoken = \"from-file\"\n"),
+        &[
+            ("FLOE_CATALOG__TOKEN", "from-env"),
+            ("FLOE_KAFKA__GROUP_ID", "12345"),
+            ("FLOE_KAFKA__PROPERTIES__SASL_PASSWORD", "987"),
+            ("FLOE_FLUSH__MAX_ROWS", "500"),
+            ("FLOE_KAFKA__TOPICS", "[\"a\", \"b\"]"),
+            ("HOME", "/root"),
+        ],
+    )
+    .unwrap();
+    let CatalogConfig::Rest(r) = &c.catalog else {
+        panic!()
+    };
+    let RestAuth::Bearer { token } = &r.auth else {
+        panic!()
+    };
+    assert_eq!(token.expose(), "from-env");
+    assert_eq!(c.kafka.group_id, "12345");
+    assert_eq!(c.kafka.properties.0["sasl.password"], "987");
+    assert_eq!(c.flush.max_rows, 500);
+    assert!(matches!(&c.kafka.topics, TopicSelection::List(l) if l == &["a", "b"]));
+}
+
+#[test]
+fn bad_environment_override_names_the_variable() {
+    let e = load_env(
+        &format!("{MINIMAL}\n[flush]\nmax_rows = 10\n"),
+        &[("FLOE_FLUSH__MAX_ROWS", "lots")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "environment variable FLOE_FLUSH__MAX_ROWS: expected an integer, got \"lots\""
+    );
+    let e = load_env(MINIMAL, &[("FLOE_FLUSH__NOPE", "1")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(with overrides from FLOE_FLUSH__NOPE)"), "{e}");
+    assert!(e.contains("key `flush.nope`: unknown key"), "{e}");
+}
+
+#[test]
+fn routes_map_topics_to_tables() {
+    let c = load(&format!(
+        r#"{MINIMAL}
+[tables]
+default_namespace = "raw"
+
+[[tables.route]]
+topic = "dbserver1.inventory.customers"
+table = "crm.customers"
+
+[[tables.route]]
+topic_regex = '^dbserver1\.(\w+)\.(\w+)$'
+table = "${{1}}.${{2}}_v2"
+
+[tables.overrides."crm.customers"]
+primary_key = ["id"]
+partition_spec = ["bucket(16, id)", "day(created_at)"]
+soft_delete = true
+"#
+    ))
+    .unwrap();
+    let t = &c.tables;
+    assert_eq!(
+        t.route("dbserver1.inventory.customers")
+            .unwrap()
+            .to_string(),
+        "crm.customers"
+    );
+    assert_eq!(
+        t.route("dbserver1.inventory.orders").unwrap().to_string(),
+        "inventory.orders_v2"
+    );
+    assert_eq!(
+        t.route("other.topic.items").unwrap().to_string(),
+        "raw.items"
+    );
+    let s = t.settings(&"crm.customers".parse().unwrap());
+    assert!(s.soft_delete);
+    assert_eq!(s.primary_key.as_deref(), Some(&["id".to_string()][..]));
+    assert_eq!(
+        s.partition_spec,
+        vec![
+            PartitionField {
+                source: "id".into(),
+                transform: PartitionTransform::Bucket(16)
+            },
+            PartitionField {
+                source: "created_at".into(),
+                transform: PartitionTransform::Day
+            },
+        ]
+    );
+    assert!(!t.settings(&"raw.items".parse().unwrap()).soft_delete);
+}
+
+#[test]
+fn bad_partition_spec_and_route_are_refused() {
+    let e = err(&format!(
+        "{MINIMAL}\n[tables.overrides.\"a.b\"]\npartition_spec = [\"bucket(id)\"]\n"
+    ));
+    assert!(
+        e.contains("key `tables.overrides.\"a.b\".partition_spec`"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}\n[[tables.route]]\ntopic = \"x\"\ntable = \"no_namespace\"\n"
+    ));
+    assert!(e.contains("key `tables.route[0].table`"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[[tables.route]]\ntable = \"a.b\"\n"));
+    assert!(e.contains("exactly one of `topic` or `topic_regex`"), "{e}");
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let c = load(include_str!("../../connector.toml.example")).unwrap();
+    assert_eq!(c.catalog.kind(), "s3tables");
+    assert_eq!(
+        c.tables
+            .route("dbserver1.inventory.orders")
+            .unwrap()
+            .to_string(),
+        "inventory.orders"
+    );
+    let s = c.tables.settings(&"inventory.customers".parse().unwrap());
+    assert_eq!(
+        s.metadata_columns,
+        vec![MetadataColumn::Op, MetadataColumn::SourceTs]
+    );
+}

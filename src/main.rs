@@ -1,0 +1,128 @@
+//! The `floe` command: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use floe::cli::{self, LogFormat, PolicyFormat};
+
+/// Floe keeps Apache Iceberg tables (Amazon S3 Tables, Iceberg REST catalogs, or a local
+/// warehouse) equal to the source tables of Debezium change events in Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "floe", version, propagate_version = true)]
+struct Cli {
+    /// Log format: `auto` writes pretty logs on a terminal and JSON lines otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Auto, env = "FLOE_LOG_FORMAT")]
+    log_format: LogFormatArg,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The connector configuration (TOML). `FLOE_<SECTION>__<KEY>` environment variables
+    /// override its keys, e.g. FLOE_CATALOG__TOKEN or FLOE_KAFKA__PROPERTIES__SASL_PASSWORD.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "PATH",
+        default_value = "connector.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stream changes from Kafka into the tables until stopped.
+    ///
+    /// Consumes the configured topics in the configured consumer group, buffers changes per
+    /// table, stages Parquet delta files, and commits each table's changes as one Iceberg
+    /// snapshot that also records the Kafka offsets it covers. SIGTERM or SIGINT flushes,
+    /// commits and exits 0.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Load the topics into the tables once, up to the end offsets seen at start, then exit.
+    ///
+    /// Without --drop-and-recreate it continues from the offsets the tables already hold.
+    Backfill {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Delete each destination table and create it anew before loading.
+        #[arg(long)]
+        drop_and_recreate: bool,
+        /// Only these destination tables (comma-separated `namespace.table`).
+        #[arg(long, value_delimiter = ',', value_name = "TABLES")]
+        tables: Vec<String>,
+        /// Do not ask for confirmation before dropping tables.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Validate the configuration and try every permission Floe needs.
+    ///
+    /// Reports each check as ok, missing or failed, and for each missing permission the
+    /// policy action that grants it. Exits 0 only when every check passes.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Create missing namespaces instead of only reporting them.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Print the least-privilege access policy for the configured resources.
+    Policy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PolicyFormatArg::Json)]
+        format: PolicyFormatArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PolicyFormatArg {
+    Json,
+    Terraform,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(match cli.log_format {
+        LogFormatArg::Auto => LogFormat::Auto,
+        LogFormatArg::Json => LogFormat::Json,
+        LogFormatArg::Pretty => LogFormat::Pretty,
+    });
+    let outcome = match cli.command {
+        Command::Run { config } => cli::run(&config.config),
+        Command::Backfill {
+            config,
+            drop_and_recreate,
+            tables,
+            yes,
+        } => cli::backfill(&config.config, drop_and_recreate, &tables, yes),
+        Command::Check { config, create } => cli::check(&config.config, create),
+        Command::Policy { config, format } => cli::policy(
+            &config.config,
+            match format {
+                PolicyFormatArg::Json => PolicyFormat::Json,
+                PolicyFormatArg::Terraform => PolicyFormat::Terraform,
+            },
+        ),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floe: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

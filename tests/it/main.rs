@@ -1,0 +1,7 @@
+//! Floe's integration tests, in one binary to keep link time down. Tests that need a fixture
+//! (Kafka, S3 / S3 Tables, REST catalog) find it on 127.0.0.1 as started by
+//! `scripts/test-env.sh up`, and fail (not skip) with a hint when it is not there.
+
+mod cli;
+mod fixtures;
+mod support;

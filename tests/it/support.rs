@@ -1,0 +1,106 @@
+//! Where the fixtures are, unique names for test resources, and the independent readers.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn var_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("FLOE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/floe")
+        })
+}
+
+pub fn kafka_brokers() -> String {
+    let brokers = var_or("FLOE_TEST_KAFKA", "127.0.0.1:19092");
+    require_tcp(&brokers, "Kafka (tansu)");
+    brokers
+}
+
+pub fn moto_endpoint() -> String {
+    let url = var_or("FLOE_TEST_MOTO", "http://127.0.0.1:15000");
+    require_tcp(url.trim_start_matches("http://"), "moto (S3 + S3 Tables)");
+    url
+}
+
+pub fn weed_rest() -> String {
+    let url = var_or("FLOE_TEST_WEED_REST", "http://127.0.0.1:8181");
+    require_tcp(url.trim_start_matches("http://"), "SeaweedFS Iceberg REST");
+    url
+}
+
+pub fn weed_credentials() -> (String, String) {
+    (
+        var_or("FLOE_TEST_WEED_ACCESS_KEY", "floetest"),
+        var_or("FLOE_TEST_WEED_SECRET_KEY", "floetest-secret"),
+    )
+}
+
+pub fn weed_table_bucket() -> String {
+    var_or("FLOE_TEST_WEED_TABLE_BUCKET", "floe-tb")
+}
+
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("FLOE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("venv/bin/python"));
+    assert!(
+        python.exists(),
+        "the test venv's python is missing at {}: run scripts/test-env.sh up",
+        python.display()
+    );
+    python
+}
+
+/// Panics with a hint when nothing listens at `addr`: a fixture test must not pass by
+/// skipping its fixture.
+pub fn require_tcp(addr: &str, what: &str) {
+    let reachable = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "{what} is not reachable at {addr}: start the fixtures with scripts/test-env.sh up"
+    );
+}
+
+/// A name no other test run uses: lowercase letters, digits and underscores, so it is valid
+/// for topics, S3 Tables namespaces and tables alike.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    )
+}
+
+/// Runs `tests/support/iceberg_read.py` (DuckDB / pyiceberg) and parses its JSON output.
+pub fn iceberg_read(args: &[&str]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/iceberg_read.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run iceberg_read.py");
+    assert!(
+        out.status.success(),
+        "iceberg_read.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("iceberg_read.py prints JSON")
+}
