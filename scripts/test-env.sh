@@ -71,12 +71,17 @@ install_all() {
 
 # ---------------------------------------------------------------- process control
 
+# The program each fixture runs: a pid file is only believed when the process with that pid
+# still runs it (a pid left from an earlier boot may belong to something else by now).
+declare -A PROGRAM=([kafka]=tansu [moto]=moto_server.py [weed]=weed)
+
 pid_of() { # prints the pid of a running fixture, or fails
   local f=$RUN/$1.pid
   [[ -f $f ]] || return 1
   local pid
   pid=$(<"$f")
-  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "${PROGRAM[$1]}" || return 1
   echo "$pid"
 }
 
