@@ -10,5 +10,6 @@
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod source;

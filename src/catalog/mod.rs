@@ -2,7 +2,222 @@
 //! the backends: `s3tables` (the S3 Tables control plane), `rest` (any Iceberg REST catalog)
 //! and `local` (an embedded SQLite catalog over a directory).
 //!
-//! Inside a table's warehouse location it must never LIST or DELETE: S3 Tables forbids both.
+//! A backend only stores and swaps metadata; what goes into a snapshot is the commit engine's
+//! business. Inside a table's warehouse location a backend must never LIST or DELETE: S3
+//! Tables forbids both.
 
 pub mod aws;
+pub mod local;
+pub mod names;
 pub mod sigv4;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use iceberg::io::FileIO;
+use iceberg::spec::{TableMetadata, TableMetadataBuilder};
+use iceberg::{TableCreation, TableRequirement, TableUpdate};
+
+pub use names::{NameRegistry, TableIdent};
+
+/// A table as loaded from its catalog: the metadata a commit builds on, and how to reach the
+/// table's files.
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    pub ident: TableIdent,
+    pub metadata: TableMetadata,
+    pub metadata_location: String,
+    /// The backend's optimistic-concurrency token for this version (S3 Tables' version token;
+    /// the metadata location itself for the local catalog).
+    pub version: String,
+    pub file_io: FileIO,
+}
+
+/// Why a catalog call failed. Conflicts and unknown outcomes are distinct from other errors
+/// because the commit engine handles them differently: a conflict is retried on a fresh base;
+/// an unknown outcome is first reconciled by looking for the commit in the table.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {catalog}: table {table} changed since it was loaded: {message}")]
+    Conflict {
+        catalog: &'static str,
+        table: String,
+        message: String,
+    },
+    #[error("catalog {catalog}: the commit to {table} may or may not have been applied: {message}")]
+    CommitStateUnknown {
+        catalog: &'static str,
+        table: String,
+        message: String,
+    },
+    #[error("catalog {catalog}: table {table} does not exist")]
+    NoSuchTable {
+        catalog: &'static str,
+        table: String,
+    },
+    #[error("catalog {catalog}: table {table} already exists")]
+    TableExists {
+        catalog: &'static str,
+        table: String,
+    },
+    #[error("catalog {catalog}: {message}")]
+    Other {
+        catalog: &'static str,
+        message: String,
+        retryable: bool,
+    },
+}
+
+impl CatalogError {
+    /// Whether the same call may succeed when repeated later (throttling, 5xx, timeouts).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            CatalogError::Other {
+                retryable: true,
+                ..
+            }
+        )
+    }
+
+    pub(crate) fn other(catalog: &'static str, message: impl std::fmt::Display) -> Self {
+        CatalogError::Other {
+            catalog,
+            message: message.to_string(),
+            retryable: false,
+        }
+    }
+}
+
+/// What the commit engine needs from a catalog. Implementations must make `commit` atomic: the
+/// requirements are checked against the current table and the updates applied in one step, or
+/// nothing changes and [`CatalogError::Conflict`] is returned.
+#[async_trait]
+pub trait TableCatalog: Send + Sync {
+    /// The backend's name for messages: `local`, `s3tables`, `rest`.
+    fn kind(&self) -> &'static str;
+
+    async fn ensure_namespace(&self, namespace: &str) -> Result<(), CatalogError>;
+
+    async fn load_table(&self, ident: &TableIdent) -> Result<Option<LoadedTable>, CatalogError>;
+
+    /// Creates the table; [`CatalogError::TableExists`] when another writer was first.
+    async fn create_table(
+        &self,
+        ident: &TableIdent,
+        creation: TableCreation,
+    ) -> Result<LoadedTable, CatalogError>;
+
+    /// Applies `updates` if `requirements` hold for the current table; returns the new state.
+    async fn commit(
+        &self,
+        base: &LoadedTable,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+    ) -> Result<LoadedTable, CatalogError>;
+
+    /// Deletes the table (for `backfill --drop-and-recreate`).
+    async fn drop_table(&self, ident: &TableIdent) -> Result<(), CatalogError>;
+}
+
+/// For catalogs that store a pointer to a metadata file (local, S3 Tables): checks the
+/// requirements against `base` and applies the updates, giving the new metadata and the path
+/// of the metadata file to write it to.
+pub(crate) fn apply_updates(
+    catalog: &'static str,
+    base: &LoadedTable,
+    requirements: &[TableRequirement],
+    updates: Vec<TableUpdate>,
+) -> Result<(TableMetadata, String), CatalogError> {
+    for requirement in requirements {
+        requirement
+            .check(Some(&base.metadata))
+            .map_err(|e| CatalogError::Conflict {
+                catalog,
+                table: base.ident.to_string(),
+                message: e.to_string(),
+            })?;
+    }
+    let mut builder = TableMetadataBuilder::new_from_metadata(
+        base.metadata.clone(),
+        Some(base.metadata_location.clone()),
+    );
+    for update in updates {
+        builder = update
+            .apply(builder)
+            .map_err(|e| CatalogError::other(catalog, format!("table {}: {e}", base.ident)))?;
+    }
+    let metadata = builder
+        .build()
+        .map_err(|e| CatalogError::other(catalog, format!("table {}: {e}", base.ident)))?
+        .metadata;
+    let location = next_metadata_location(&metadata, &base.metadata_location);
+    Ok((metadata, location))
+}
+
+/// `<table location>/metadata/<version>-<uuid>.metadata.json`, the version one more than the
+/// previous file's (as Java and pyiceberg name them).
+pub(crate) fn next_metadata_location(metadata: &TableMetadata, previous: &str) -> String {
+    let version = previous
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.split('-').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |v| v + 1);
+    format!(
+        "{}/metadata/{version:05}-{}.metadata.json",
+        metadata.location().trim_end_matches('/'),
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// Writes a metadata file with a plain PUT (no listing, no delete).
+pub(crate) async fn write_metadata(
+    catalog: &'static str,
+    file_io: &FileIO,
+    location: &str,
+    metadata: &TableMetadata,
+) -> Result<(), CatalogError> {
+    let json = serde_json::to_vec(metadata)
+        .map_err(|e| CatalogError::other(catalog, format!("serialize metadata: {e}")))?;
+    file_io
+        .new_output(location)
+        .map_err(|e| CatalogError::other(catalog, format!("{location}: {e}")))?
+        .write(json.into())
+        .await
+        .map_err(|e| CatalogError::Other {
+            catalog,
+            message: format!("write {location}: {e}"),
+            retryable: true,
+        })
+}
+
+pub(crate) async fn read_metadata(
+    catalog: &'static str,
+    file_io: &FileIO,
+    location: &str,
+) -> Result<TableMetadata, CatalogError> {
+    let bytes = file_io
+        .new_input(location)
+        .map_err(|e| CatalogError::other(catalog, format!("{location}: {e}")))?
+        .read()
+        .await
+        .map_err(|e| CatalogError::Other {
+            catalog,
+            message: format!("read {location}: {e}"),
+            retryable: true,
+        })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CatalogError::other(catalog, format!("{location} is not table metadata: {e}")))
+}
+
+/// Table properties Floe sets on every new table, before the configured ones.
+pub fn default_table_properties() -> HashMap<String, String> {
+    HashMap::from([
+        // S3 Tables compaction rejects lz4 and brotli; zstd is what Floe writes.
+        ("write.parquet.compression-codec".into(), "zstd".into()),
+        ("write.format.default".into(), "parquet".into()),
+        ("write.delete.mode".into(), "merge-on-read".into()),
+        ("write.update.mode".into(), "merge-on-read".into()),
+    ])
+}

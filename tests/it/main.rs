@@ -3,5 +3,6 @@
 //! `scripts/test-env.sh up`, and fail (not skip) with a hint when it is not there.
 
 mod cli;
+mod commit;
 mod fixtures;
 mod support;

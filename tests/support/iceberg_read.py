@@ -495,6 +495,21 @@ def cmd_pyiceberg_write_sample(args):
           "rows_written": len(SAMPLE_ROWS)})
 
 
+def cmd_pyiceberg_append(args):
+    """Append rows (a JSON list of objects) to an existing table, as an outside writer."""
+    import pyarrow as pa
+
+    catalog = open_sql_catalog(args)
+    table = catalog.load_table(args.table)
+    rows = json.loads(args.rows)
+    arrow_schema = table.schema().as_arrow()
+    table.append(pa.Table.from_pylist(rows, schema=arrow_schema))
+    table = catalog.load_table(args.table)
+    emit({"metadata_location": table.metadata_location,
+          "snapshot_id": table.metadata.current_snapshot_id,
+          "rows_written": len(rows)})
+
+
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
@@ -550,6 +565,12 @@ def build_parser():
     w.add_argument("--format-version", type=int, default=2, choices=[1, 2],
                    help="table format version (pyiceberg 0.12 cannot write v3)")
     w.set_defaults(func=cmd_pyiceberg_write_sample)
+
+    a = sub.add_parser("pyiceberg-append", help="append JSON rows to a table with pyiceberg")
+    _add_catalog(a)
+    _add_s3(a)
+    a.add_argument("--rows", required=True, help='JSON list of row objects, e.g. [{"id": 1}]')
+    a.set_defaults(func=cmd_pyiceberg_append)
     return ap
 
 

@@ -1,0 +1,525 @@
+//! commit: turns a table's changes of one commit window into ONE Iceberg snapshot.
+//!
+//! The changes arrive as Arrow batches in event order, each row with its Debezium op in the
+//! [`OP_COLUMN`]. Per primary key the last change wins ([`merge`]); new row images are written
+//! as Parquet data files and the keys of updated and deleted rows as equality-delete files
+//! ([`files`]); both, with the Kafka offsets the window covers, become one `overwrite`
+//! snapshot ([`snapshot`]). Tables and namespaces are created on first use, and the schema
+//! evolves within the rules of [`schema`].
+//!
+//! A conflict (another writer, compaction) reloads the table and re-applies the SAME files on
+//! the new base; it never rewrites data. When a commit's outcome is unknown (a timeout, a 5xx),
+//! the table is searched for the commit's id before anything is committed again.
+
+pub mod files;
+pub mod merge;
+pub mod offsets;
+pub mod schema;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::Schema as ArrowSchema;
+use iceberg::spec::{MAIN_BRANCH, Schema};
+use iceberg::{TableCreation, TableRequirement, TableUpdate};
+
+use crate::catalog::{
+    CatalogError, LoadedTable, NameRegistry, TableCatalog, TableIdent, default_table_properties,
+};
+use crate::config::TableName;
+pub use files::FileSettings;
+pub use merge::ChangeOp;
+pub use offsets::CommittedOffsets;
+
+/// The column that carries each row's Debezium op (`c`, `u`, `d`, `r`) into the engine.
+pub const OP_COLUMN: &str = "_floe_op";
+
+/// Why a commit failed. Every variant names the table.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("table {table}: {source}")]
+    Catalog {
+        table: String,
+        #[source]
+        source: CatalogError,
+    },
+    #[error("table {table}, column {column}: incompatible schema change: {message}")]
+    IncompatibleSchema {
+        table: String,
+        column: String,
+        message: String,
+    },
+    #[error("table {table}: {message}")]
+    Invalid { table: String, message: String },
+    #[error("table {table}: {message}")]
+    Files { table: String, message: String },
+    #[error("table {table}: commit gave up after {attempts} attempts; last error: {last}")]
+    Exhausted {
+        table: String,
+        attempts: u32,
+        last: CatalogError,
+    },
+}
+
+impl CommitError {
+    /// Whether the whole commit may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CommitError::Catalog { source, .. } => source.is_retryable(),
+            CommitError::Exhausted { .. } | CommitError::Files { .. } => true,
+            CommitError::IncompatibleSchema { .. } | CommitError::Invalid { .. } => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitSettings {
+    /// The consumer group whose offsets the snapshots record.
+    pub group: String,
+    pub files: FileSettings,
+    /// Attempts per commit when the catalog reports conflicts or transient errors.
+    pub max_attempts: u32,
+    /// First backoff; doubles per attempt up to [`CommitSettings::max_backoff`].
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl CommitSettings {
+    pub fn new(group: impl Into<String>, files: FileSettings) -> Self {
+        CommitSettings {
+            group: group.into(),
+            files,
+            max_attempts: 10,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The destination table and how to create it.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: TableName,
+    /// Primary-key columns for a new table; empty: append-only. An existing table's
+    /// identifier fields are used as they are.
+    pub primary_key: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One commit window's changes for one table.
+#[derive(Debug, Clone, Default)]
+pub struct TableChanges {
+    /// Rows in event order; every batch has the [`OP_COLUMN`] and any subset of the columns.
+    pub batches: Vec<RecordBatch>,
+    /// What the window covers: `topic -> partition -> next offset`.
+    pub offsets: CommittedOffsets,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub table: TableIdent,
+    pub snapshot_id: i64,
+    pub data_files: usize,
+    pub delete_files: usize,
+    pub rows_written: u64,
+    pub keys_deleted: u64,
+    pub ignored_deletes: usize,
+    pub attempts: u32,
+    pub created_table: bool,
+    pub schema_changed: bool,
+}
+
+pub struct CommitEngine {
+    catalog: Arc<dyn TableCatalog>,
+    settings: CommitSettings,
+    names: Mutex<NameRegistry>,
+}
+
+impl CommitEngine {
+    pub fn new(catalog: Arc<dyn TableCatalog>, settings: CommitSettings) -> Self {
+        CommitEngine {
+            catalog,
+            settings,
+            names: Mutex::new(NameRegistry::default()),
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn TableCatalog> {
+        &self.catalog
+    }
+
+    /// The catalog name `table` is written to (normalised; collisions refused).
+    pub fn ident(&self, table: &TableName) -> Result<TableIdent, CommitError> {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resolve(table)
+            .map_err(|message| CommitError::Invalid {
+                table: table.to_string(),
+                message,
+            })
+    }
+
+    /// The offsets `table` holds for this engine's consumer group (empty for a new table).
+    pub async fn committed_offsets(
+        &self,
+        table: &TableName,
+    ) -> Result<CommittedOffsets, CommitError> {
+        let ident = self.ident(table)?;
+        match self.load(&ident).await? {
+            None => Ok(CommittedOffsets::default()),
+            Some(t) => {
+                CommittedOffsets::of_table(&t.metadata, &self.settings.group).map_err(|message| {
+                    CommitError::Invalid {
+                        table: ident.to_string(),
+                        message,
+                    }
+                })
+            }
+        }
+    }
+
+    async fn load(&self, ident: &TableIdent) -> Result<Option<LoadedTable>, CommitError> {
+        self.catalog
+            .load_table(ident)
+            .await
+            .map_err(|source| CommitError::Catalog {
+                table: ident.to_string(),
+                source,
+            })
+    }
+
+    async fn reload(&self, ident: &TableIdent) -> Result<LoadedTable, CommitError> {
+        self.load(ident).await?.ok_or_else(|| CommitError::Catalog {
+            table: ident.to_string(),
+            source: CatalogError::NoSuchTable {
+                catalog: self.catalog.kind(),
+                table: ident.to_string(),
+            },
+        })
+    }
+
+    /// Commits `changes` to the table as one snapshot, creating the table and evolving its
+    /// schema first when needed.
+    pub async fn commit(
+        &self,
+        spec: &TableSpec,
+        changes: TableChanges,
+    ) -> Result<CommitOutcome, CommitError> {
+        let ident = self.ident(&spec.name)?;
+        let table = ident.to_string();
+        let invalid = |message: String| CommitError::Invalid {
+            table: table.clone(),
+            message,
+        };
+
+        let mut rows = Vec::with_capacity(changes.batches.len());
+        let mut ops = Vec::new();
+        for batch in &changes.batches {
+            let schema = batch.schema();
+            let op_index = schema
+                .index_of(OP_COLUMN)
+                .map_err(|_| invalid(format!("a change batch has no {OP_COLUMN} column")))?;
+            ops.extend(merge::parse_ops(batch.column(op_index).as_ref()).map_err(&invalid)?);
+            let mut data = batch.clone();
+            data.remove_column(op_index);
+            rows.push(data);
+        }
+
+        let (mut base, created_table) = match self.load(&ident).await? {
+            Some(t) => (t, false),
+            None => {
+                let first = rows.first().map(|b| b.schema()).ok_or_else(|| {
+                    invalid(
+                        "the table does not exist and there are no rows to create it from".into(),
+                    )
+                })?;
+                (self.create_table(&ident, spec, &first).await?, true)
+            }
+        };
+
+        let mut schema_changed = false;
+        for batch in &rows {
+            if let Some(t) = self
+                .evolve_schema(&ident, base.clone(), &batch.schema())
+                .await?
+            {
+                base = t;
+                schema_changed = true;
+            }
+        }
+
+        let table_schema = base.metadata.current_schema().clone();
+        let target = schema::arrow_schema(&table_schema).map_err(&invalid)?;
+        let projected = rows
+            .iter()
+            .map(|b| schema::project(b, &target))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&invalid)?;
+        let combined = concat_batches(&target, &projected).map_err(|e| invalid(e.to_string()))?;
+        let key_columns = key_column_indices(&table_schema, &target);
+        let table_is_empty = base.metadata.current_snapshot().is_none_or(|s| {
+            s.summary()
+                .additional_properties
+                .get("total-records")
+                .is_some_and(|n| n == "0")
+        });
+        let merged =
+            merge::merge(&combined, &ops, &key_columns, table_is_empty).map_err(&invalid)?;
+        if merged.ignored_deletes > 0 {
+            tracing::warn!(
+                table = %ident,
+                deletes = merged.ignored_deletes,
+                "table has no primary key: deletes cannot be applied and were ignored"
+            );
+        }
+
+        let commit_id = uuid::Uuid::new_v4().to_string();
+        let files_error = |message: String| CommitError::Files {
+            table: table.clone(),
+            message,
+        };
+        let rows_written = merged.upserts.as_ref().map_or(0, |b| b.num_rows() as u64);
+        let keys_deleted = merged.deletes.as_ref().map_or(0, |b| b.num_rows() as u64);
+        let data_files = match merged.upserts {
+            Some(batch) => files::write_data_files(&base, batch, self.settings.files, &commit_id)
+                .await
+                .map_err(files_error)?,
+            None => Vec::new(),
+        };
+        let delete_files = match merged.deletes {
+            Some(batch) => {
+                files::write_equality_deletes(&base, batch, self.settings.files, &commit_id)
+                    .await
+                    .map_err(|m| CommitError::Files {
+                        table: table.clone(),
+                        message: m,
+                    })?
+            }
+            None => Vec::new(),
+        };
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let plan = snapshot::plan(
+                &base,
+                snapshot::CommitFiles {
+                    commit_id: &commit_id,
+                    group: &self.settings.group,
+                    offsets: &changes.offsets,
+                    data_files: &data_files,
+                    delete_files: &delete_files,
+                },
+            )
+            .await
+            .map_err(|m| CommitError::Files {
+                table: table.clone(),
+                message: m,
+            })?;
+            let error = match self
+                .catalog
+                .commit(&base, plan.requirements, plan.updates)
+                .await
+            {
+                Ok(_) => {
+                    return Ok(CommitOutcome {
+                        table: ident,
+                        snapshot_id: plan.snapshot_id,
+                        data_files: data_files.len(),
+                        delete_files: delete_files.len(),
+                        rows_written,
+                        keys_deleted,
+                        ignored_deletes: merged.ignored_deletes,
+                        attempts: attempt,
+                        created_table,
+                        schema_changed,
+                    });
+                }
+                Err(e @ CatalogError::Conflict { .. })
+                | Err(e @ CatalogError::CommitStateUnknown { .. }) => e,
+                Err(e) if e.is_retryable() => e,
+                Err(source) => return Err(CommitError::Catalog { table, source }),
+            };
+            tracing::info!(table = %ident, attempt, error = %error, "commit not applied; reloading the table");
+            if attempt >= self.settings.max_attempts {
+                return Err(CommitError::Exhausted {
+                    table,
+                    attempts: attempt,
+                    last: error,
+                });
+            }
+            tokio::time::sleep(self.backoff(attempt)).await;
+            base = self.reload(&ident).await?;
+            // A timeout or a 5xx may hide a commit that did land: never apply it twice.
+            if let Some(landed) = find_commit(&base, &commit_id) {
+                return Ok(CommitOutcome {
+                    table: ident,
+                    snapshot_id: landed,
+                    data_files: data_files.len(),
+                    delete_files: delete_files.len(),
+                    rows_written,
+                    keys_deleted,
+                    ignored_deletes: merged.ignored_deletes,
+                    attempts: attempt,
+                    created_table,
+                    schema_changed,
+                });
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .settings
+            .backoff
+            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
+        let capped = exp.min(self.settings.max_backoff);
+        // Up to 25% jitter so racing writers do not retry in lockstep.
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        capped + capped.mul_f64(f64::from(jitter) / 4000.0)
+    }
+
+    async fn create_table(
+        &self,
+        ident: &TableIdent,
+        spec: &TableSpec,
+        arrow: &ArrowSchema,
+    ) -> Result<LoadedTable, CommitError> {
+        let table = ident.to_string();
+        let schema = schema::creation_schema(arrow, &spec.primary_key).map_err(|message| {
+            CommitError::Invalid {
+                table: table.clone(),
+                message: format!("cannot create the table: {message}"),
+            }
+        })?;
+        let mut properties: HashMap<String, String> = default_table_properties();
+        properties.insert(
+            "write.parquet.compression-level".into(),
+            self.settings.files.zstd_level.to_string(),
+        );
+        properties.extend(spec.properties.clone());
+        let creation = TableCreation::builder()
+            .name(ident.name.clone())
+            .schema(schema)
+            .properties(properties)
+            .build();
+        let catalog_error = |source| CommitError::Catalog {
+            table: table.clone(),
+            source,
+        };
+        self.catalog
+            .ensure_namespace(&ident.namespace)
+            .await
+            .map_err(catalog_error)?;
+        match self.catalog.create_table(ident, creation).await {
+            Ok(t) => {
+                tracing::info!(table = %ident, key = ?spec.primary_key, "created table");
+                if spec.primary_key.is_empty() {
+                    tracing::warn!(table = %ident, "table has no primary key: it is append-only");
+                }
+                Ok(t)
+            }
+            // Another writer created it first: use theirs.
+            Err(CatalogError::TableExists { .. }) => self.reload(ident).await,
+            Err(source) => Err(catalog_error(source)),
+        }
+    }
+
+    /// Commits a schema change when `incoming` needs one; returns the reloaded table then.
+    async fn evolve_schema(
+        &self,
+        ident: &TableIdent,
+        mut base: LoadedTable,
+        incoming: &ArrowSchema,
+    ) -> Result<Option<LoadedTable>, CommitError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = base.metadata.current_schema();
+            let evolved: Option<Schema> =
+                schema::evolve(current, base.metadata.last_column_id(), incoming).map_err(|e| {
+                    CommitError::IncompatibleSchema {
+                        table: ident.to_string(),
+                        column: e.column,
+                        message: e.message,
+                    }
+                })?;
+            let Some(evolved) = evolved else {
+                return Ok(if attempt == 1 { None } else { Some(base) });
+            };
+            let requirements = vec![
+                TableRequirement::UuidMatch {
+                    uuid: base.metadata.uuid(),
+                },
+                TableRequirement::CurrentSchemaIdMatch {
+                    current_schema_id: current.schema_id(),
+                },
+                TableRequirement::LastAssignedFieldIdMatch {
+                    last_assigned_field_id: base.metadata.last_column_id(),
+                },
+            ];
+            let updates = vec![
+                TableUpdate::AddSchema { schema: evolved },
+                TableUpdate::SetCurrentSchema { schema_id: -1 },
+            ];
+            match self.catalog.commit(&base, requirements, updates).await {
+                Ok(_) => {
+                    tracing::info!(table = %ident, "table schema evolved");
+                    return self.reload(ident).await.map(Some);
+                }
+                Err(e)
+                    if attempt < self.settings.max_attempts
+                        && (matches!(
+                            e,
+                            CatalogError::Conflict { .. } | CatalogError::CommitStateUnknown { .. }
+                        ) || e.is_retryable()) =>
+                {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    base = self.reload(ident).await?;
+                }
+                Err(source) => {
+                    return Err(CommitError::Catalog {
+                        table: ident.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn key_column_indices(schema: &Schema, arrow: &ArrowSchema) -> Vec<usize> {
+    schema
+        .identifier_field_ids()
+        .filter_map(|id| schema.name_by_field_id(id))
+        .filter_map(|name| arrow.index_of(name).ok())
+        .collect()
+}
+
+/// The snapshot of `table` that Floe's commit `commit_id` created, if it landed.
+fn find_commit(table: &LoadedTable, commit_id: &str) -> Option<i64> {
+    table
+        .metadata
+        .snapshots()
+        .find(|s| {
+            s.summary()
+                .additional_properties
+                .get(offsets::SUMMARY_COMMIT_ID)
+                .is_some_and(|id| id == commit_id)
+        })
+        .map(|s| s.snapshot_id())
+}
+
+/// The main branch's snapshot id of a table, for tests and `floe check`.
+pub fn main_snapshot_id(table: &LoadedTable) -> Option<i64> {
+    table
+        .metadata
+        .snapshot_for_ref(MAIN_BRANCH)
+        .map(|s| s.snapshot_id())
+}

@@ -1,0 +1,245 @@
+//! Builds one `overwrite` snapshot on a given base: a data manifest and a delete manifest for
+//! the new files, the base snapshot's manifests carried over unchanged, a manifest list, the
+//! summary with correct totals and Floe's offsets, and the catalog updates that install it.
+//!
+//! Called again with a fresh base after a conflict: the data and delete files are the same,
+//! only manifests, manifest list and snapshot are written anew.
+
+use std::collections::HashMap;
+
+use iceberg::spec::{
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
+    ManifestList, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot,
+    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary,
+};
+use iceberg::{TableRequirement, TableUpdate};
+
+use super::offsets::{CommittedOffsets, SUMMARY_COMMIT_ID, SUMMARY_GROUP, SUMMARY_OFFSETS};
+use crate::catalog::LoadedTable;
+
+pub struct SnapshotPlan {
+    pub updates: Vec<TableUpdate>,
+    pub requirements: Vec<TableRequirement>,
+    pub snapshot_id: i64,
+}
+
+/// The ids of the files of one logical commit, and how it is recognised in the table.
+pub struct CommitFiles<'a> {
+    pub commit_id: &'a str,
+    pub group: &'a str,
+    pub offsets: &'a CommittedOffsets,
+    pub data_files: &'a [DataFile],
+    pub delete_files: &'a [DataFile],
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<SnapshotPlan, String> {
+    let metadata = &base.metadata;
+    if metadata.format_version() != FormatVersion::V2 {
+        return Err(format!(
+            "table format version {} is not supported; Floe writes format version 2 tables",
+            metadata.format_version()
+        ));
+    }
+    let snapshot_id = new_snapshot_id(base);
+    let sequence_number = metadata.next_sequence_number();
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().clone();
+    let meta_dir = format!("{}/metadata", metadata.location().trim_end_matches('/'));
+    let io = &base.file_io;
+
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    let mut summary = SnapshotSummaryCollector::default();
+    for (content, files_of) in [
+        (ManifestContentType::Data, files.data_files),
+        (ManifestContentType::Deletes, files.delete_files),
+    ] {
+        if files_of.is_empty() {
+            continue;
+        }
+        let path = format!(
+            "{meta_dir}/{}-{snapshot_id}-m{}.avro",
+            files.commit_id,
+            manifests.len()
+        );
+        let builder = ManifestWriterBuilder::new(
+            io.new_output(&path).map_err(err)?,
+            Some(snapshot_id),
+            schema.clone(),
+            spec.as_ref().clone(),
+        );
+        let mut writer = match content {
+            ManifestContentType::Data => builder.build_v2_data(),
+            ManifestContentType::Deletes => builder.build_v2_deletes(),
+        };
+        for file in files_of {
+            summary.add_file(file, schema.clone(), spec.clone());
+            writer
+                .add_file(file.clone(), sequence_number)
+                .map_err(err)?;
+        }
+        manifests.push(writer.write_manifest_file().await.map_err(err)?);
+    }
+
+    // The base snapshot's manifests stay as they are.
+    if let Some(current) = metadata.current_snapshot() {
+        let bytes = io
+            .new_input(current.manifest_list())
+            .map_err(err)?
+            .read()
+            .await
+            .map_err(|e| format!("read manifest list {}: {e}", current.manifest_list()))?;
+        let list = ManifestList::parse_with_version(&bytes, metadata.format_version())
+            .map_err(|e| format!("manifest list {}: {e}", current.manifest_list()))?;
+        manifests.extend(list.consume_entries());
+    }
+
+    let list_path = format!("{meta_dir}/snap-{snapshot_id}-{}.avro", files.commit_id);
+    let mut list_writer = ManifestListWriter::v2(
+        io.new_output(&list_path)
+            .map_err(err)?
+            .writer()
+            .await
+            .map_err(err)?,
+        snapshot_id,
+        metadata.current_snapshot_id(),
+        sequence_number,
+    );
+    list_writer
+        .add_manifests(manifests.into_iter())
+        .map_err(err)?;
+    list_writer.close().await.map_err(err)?;
+
+    let mut offsets = CommittedOffsets::of_table(metadata, files.group)?;
+    offsets.merge(files.offsets);
+    let mut properties = summary.build();
+    add_totals(
+        &mut properties,
+        metadata
+            .current_snapshot()
+            .map(|s| &s.summary().additional_properties),
+    );
+    properties.insert(SUMMARY_GROUP.into(), files.group.into());
+    properties.insert(SUMMARY_OFFSETS.into(), offsets.to_json());
+    properties.insert(SUMMARY_COMMIT_ID.into(), files.commit_id.into());
+    properties.insert("floe.version".into(), env!("CARGO_PKG_VERSION").into());
+
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(metadata.current_snapshot_id())
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+        .with_manifest_list(list_path)
+        .with_summary(Summary {
+            operation: Operation::Overwrite,
+            additional_properties: properties,
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .build();
+
+    Ok(SnapshotPlan {
+        updates: vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: MAIN_BRANCH.to_string(),
+                reference: SnapshotReference::new(
+                    snapshot_id,
+                    SnapshotRetention::branch(None, None, None),
+                ),
+            },
+            TableUpdate::SetProperties {
+                updates: HashMap::from([(
+                    CommittedOffsets::property_key(files.group),
+                    offsets.to_json(),
+                )]),
+            },
+        ],
+        requirements: vec![
+            TableRequirement::UuidMatch {
+                uuid: metadata.uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: MAIN_BRANCH.to_string(),
+                snapshot_id: metadata.current_snapshot_id(),
+            },
+        ],
+        snapshot_id,
+    })
+}
+
+/// Positive, and unused in this table.
+fn new_snapshot_id(base: &LoadedTable) -> i64 {
+    loop {
+        let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+        let id = ((hi ^ lo) & (i64::MAX as u64)) as i64;
+        if id != 0 && base.metadata.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// `total-*` = the parent's total + added - removed (as Iceberg's Java implementation does).
+fn add_totals(props: &mut HashMap<String, String>, parent: Option<&HashMap<String, String>>) {
+    const TOTALS: [(&str, &str, &str); 6] = [
+        ("total-data-files", "added-data-files", "deleted-data-files"),
+        (
+            "total-delete-files",
+            "added-delete-files",
+            "removed-delete-files",
+        ),
+        ("total-records", "added-records", "deleted-records"),
+        ("total-files-size", "added-files-size", "removed-files-size"),
+        (
+            "total-position-deletes",
+            "added-position-deletes",
+            "removed-position-deletes",
+        ),
+        (
+            "total-equality-deletes",
+            "added-equality-deletes",
+            "removed-equality-deletes",
+        ),
+    ];
+    let get = |map: &HashMap<String, String>, key: &str| -> u64 {
+        map.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    for (total, added, removed) in TOTALS {
+        let previous = parent.map_or(0, |p| get(p, total));
+        let value = (previous + get(props, added)).saturating_sub(get(props, removed));
+        props.insert(total.to_string(), value.to_string());
+    }
+}
+
+/// Files of a content type, for counting.
+pub fn count_of(files: &[DataFile], content: DataContentType) -> usize {
+    files.iter().filter(|f| f.content_type() == content).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_to_the_parent() {
+        let parent = HashMap::from([
+            ("total-records".to_string(), "10".to_string()),
+            ("total-equality-deletes".to_string(), "2".to_string()),
+            ("total-data-files".to_string(), "1".to_string()),
+        ]);
+        let mut props = HashMap::from([
+            ("added-records".to_string(), "5".to_string()),
+            ("added-equality-deletes".to_string(), "3".to_string()),
+            ("added-data-files".to_string(), "1".to_string()),
+            ("added-delete-files".to_string(), "1".to_string()),
+        ]);
+        add_totals(&mut props, Some(&parent));
+        assert_eq!(props["total-records"], "15");
+        assert_eq!(props["total-equality-deletes"], "5");
+        assert_eq!(props["total-data-files"], "2");
+        assert_eq!(props["total-delete-files"], "1");
+        assert_eq!(props["total-position-deletes"], "0");
+    }
+}
