@@ -25,4 +25,4 @@ fi
 # shellcheck source=/dev/null
 source "$FLOE_CACHE/env/env.sh"
 
-cargo nextest run --locked --workspace --all-targets "$@"
+cargo nextest run --locked --workspace "$@"
