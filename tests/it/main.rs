@@ -4,5 +4,6 @@
 
 mod cli;
 mod commit;
+mod commit_format;
 mod fixtures;
 mod support;

@@ -391,6 +391,40 @@ def _jsonable(v):
     return str(v)
 
 
+def map_keys(value):
+    """Keys of an Arrow map as pyarrow returns it (a list of (key, value) pairs)."""
+    if not value:
+        return []
+    if isinstance(value, dict):
+        return sorted(value.keys())
+    return sorted(k for k, _ in value)
+
+
+def describe_files(table):
+    """The current snapshot's data and delete files as pyiceberg sees them, with the Parquet
+    codec of each (local files only) and which columns have lower/upper bounds."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for task_file in table.inspect.files().to_pylist():
+        path = task_file["file_path"]
+        codec = None
+        local = local_path(path) if not path.startswith("s3") else None
+        if local and os.path.isfile(local):
+            md = pq.ParquetFile(local).metadata
+            codec = md.row_group(0).column(0).compression if md.num_row_groups else None
+        out.append({
+            "content": task_file["content"],
+            "record_count": task_file["record_count"],
+            "equality_ids": task_file.get("equality_ids"),
+            "lower_bounds": map_keys(task_file.get("lower_bounds")),
+            "upper_bounds": map_keys(task_file.get("upper_bounds")),
+            "codec": codec,
+        })
+    out.sort(key=lambda f: (f["content"], f["record_count"]))
+    return out
+
+
 def cmd_pyiceberg_sql(args):
     catalog = open_sql_catalog(args)
     table = catalog.load_table(args.table)
@@ -425,6 +459,9 @@ def cmd_pyiceberg_sql(args):
             "summary": {k: _jsonable(v) for k, v in (summ.additional_properties.items()
                                                        if summ is not None else [])},
         })
+
+    if args.files:
+        doc["files"] = describe_files(table)
 
     cols = split_list(args.columns)
     try:
@@ -555,6 +592,8 @@ def build_parser():
 
     r = sub.add_parser("pyiceberg-sql", help="read through pyiceberg SqlCatalog")
     _add_catalog(r)
+    r.add_argument("--files", action="store_true",
+                   help="also describe the current snapshot's files (codec, bounds)")
     _add_s3(r)
     _add_read_opts(r)
     r.set_defaults(func=cmd_pyiceberg_sql)

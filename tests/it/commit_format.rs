@@ -1,0 +1,93 @@
+//! What the commit engine's files look like to an independent reader: zstd Parquet, column
+//! statistics present, equality deletes on the primary key only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use floe::catalog::local::{CATALOG_NAME, LocalCatalog};
+use floe::commit::{
+    CommitEngine, CommitSettings, CommittedOffsets, FileSettings, OP_COLUMN, TableChanges,
+    TableSpec,
+};
+use serde_json::json;
+
+use crate::support;
+
+fn changes(ops: &[(&str, i64, &str)]) -> TableChanges {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new(OP_COLUMN, DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(ops.iter().map(|o| o.1))),
+        Arc::new(StringArray::from_iter_values(ops.iter().map(|o| o.2))),
+        Arc::new(StringArray::from_iter_values(ops.iter().map(|o| o.0))),
+    ];
+    TableChanges {
+        batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
+        offsets: CommittedOffsets::default(),
+    }
+}
+
+#[tokio::test]
+async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let engine = CommitEngine::new(
+        Arc::new(LocalCatalog::open(&path).unwrap()),
+        CommitSettings::new(
+            "format-test",
+            FileSettings {
+                target_file_size: 64 * 1024 * 1024,
+                zstd_level: 3,
+            },
+        ),
+    );
+    let spec = TableSpec {
+        name: "fmt.people".parse().unwrap(),
+        primary_key: vec!["id".into()],
+        properties: BTreeMap::from([("floe.test".to_string(), "yes".to_string())]),
+    };
+    engine
+        .commit(
+            &spec,
+            changes(&[("c", 1, "a"), ("c", 2, "b"), ("c", 3, "c")]),
+        )
+        .await
+        .unwrap();
+    engine
+        .commit(&spec, changes(&[("u", 1, "a2"), ("d", 3, "")]))
+        .await
+        .unwrap();
+
+    let path = path.canonicalize().unwrap();
+    let info = support::iceberg_read(&[
+        "pyiceberg-sql",
+        "--uri",
+        &format!("sqlite:///{}/catalog.db", path.display()),
+        "--warehouse",
+        &format!("file://{}/warehouse", path.display()),
+        "--catalog-name",
+        CATALOG_NAME,
+        "--table",
+        "fmt.people",
+        "--files",
+    ]);
+    assert_eq!(info["properties"]["floe.test"], "yes");
+    assert_eq!(info["properties"]["write.parquet.compression-level"], "3");
+    // content 0: data, 2: equality deletes.
+    assert_eq!(
+        info["files"],
+        json!([
+            {"content": 0, "record_count": 1, "equality_ids": null,
+             "lower_bounds": [1, 2], "upper_bounds": [1, 2], "codec": "ZSTD"},
+            {"content": 0, "record_count": 3, "equality_ids": null,
+             "lower_bounds": [1, 2], "upper_bounds": [1, 2], "codec": "ZSTD"},
+            {"content": 2, "record_count": 2, "equality_ids": [1],
+             "lower_bounds": [1], "upper_bounds": [1], "codec": "ZSTD"},
+        ])
+    );
+}
