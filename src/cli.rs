@@ -27,6 +27,8 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error("`floe {command}` is not implemented yet in this version of Floe")]
     NotImplemented { command: &'static str },
+    #[error("{0}")]
+    Failed(String),
     #[error("{failed} of {total} checks did not pass")]
     ChecksFailed { failed: usize, total: usize },
 }
@@ -35,7 +37,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) => 2,
-            CliError::NotImplemented { .. } | CliError::ChecksFailed { .. } => 1,
+            CliError::NotImplemented { .. }
+            | CliError::ChecksFailed { .. }
+            | CliError::Failed(_) => 1,
         }
     }
 }
@@ -71,9 +75,23 @@ fn load(path: &Path) -> Result<Config, CliError> {
     Ok(config)
 }
 
+/// `floe run`: streams until SIGTERM / SIGINT, then flushes, commits and returns.
 pub fn run(path: &Path) -> Result<(), CliError> {
-    load(path)?;
-    Err(CliError::NotImplemented { command: "run" })
+    let config = load(path)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    rt.block_on(async move {
+        let runtime = crate::runtime::Runtime::new(config).await?;
+        runtime.run(crate::runtime::shutdown_signal()).await
+    })
+    .map(|summary| {
+        tracing::info!(
+            records = summary.records,
+            commits = summary.commits,
+            rows = summary.rows_written,
+            "done"
+        );
+    })
+    .map_err(|e| CliError::Failed(e.to_string()))
 }
 
 pub fn backfill(

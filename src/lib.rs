@@ -7,9 +7,14 @@
 //! `connector.toml`, and [`cli`] holds what each subcommand does. This file only wires
 //! modules together.
 
+pub mod buffer;
 pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod decode;
+pub mod runtime;
 pub mod source;
+pub mod stage;
+pub mod telemetry;

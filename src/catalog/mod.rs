@@ -9,9 +9,13 @@
 pub mod aws;
 pub mod local;
 pub mod names;
+pub mod rest;
+pub mod s3_storage;
+pub mod s3tables;
 pub mod sigv4;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use iceberg::io::FileIO;
@@ -19,6 +23,20 @@ use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 
 pub use names::{NameRegistry, TableIdent};
+
+use crate::config::CatalogConfig;
+
+/// Opens the configured catalog. Remote catalogs take their credentials from the AWS default
+/// chain (and, for `rest`, from the configured OAuth2 credential or token).
+pub async fn open_catalog(config: &CatalogConfig) -> Result<Arc<dyn TableCatalog>, CatalogError> {
+    Ok(match config {
+        CatalogConfig::Local(local) => Arc::new(local::LocalCatalog::open(&local.path)?),
+        CatalogConfig::S3Tables(s3tables) => {
+            Arc::new(s3tables::S3TablesCatalog::connect(s3tables).await?)
+        }
+        CatalogConfig::Rest(rest) => Arc::new(rest::RestCatalog::connect(rest).await?),
+    })
+}
 
 /// A table as loaded from its catalog: the metadata a commit builds on, and how to reach the
 /// table's files.

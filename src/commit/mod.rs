@@ -14,6 +14,7 @@
 pub mod files;
 pub mod merge;
 pub mod offsets;
+pub mod positions;
 pub mod schema;
 pub mod snapshot;
 
@@ -36,7 +37,8 @@ pub use merge::ChangeOp;
 pub use offsets::CommittedOffsets;
 
 /// The column that carries each row's Debezium op (`c`, `u`, `d`, `r`) into the engine.
-pub const OP_COLUMN: &str = "_floe_op";
+pub use crate::decode::arrow::OP_COLUMN;
+use positions::is_internal_column;
 
 /// Why a commit failed. Every variant names the table.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,15 @@ pub enum CommitError {
     Invalid { table: String, message: String },
     #[error("table {table}: {message}")]
     Files { table: String, message: String },
+    #[error(
+        "table {table}: another writer committed {topic} partition {partition} meanwhile; \
+         the uncommitted changes must be re-read"
+    )]
+    Superseded {
+        table: String,
+        topic: String,
+        partition: i32,
+    },
     #[error("table {table}: commit gave up after {attempts} attempts; last error: {last}")]
     Exhausted {
         table: String,
@@ -71,7 +82,9 @@ impl CommitError {
         match self {
             CommitError::Catalog { source, .. } => source.is_retryable(),
             CommitError::Exhausted { .. } | CommitError::Files { .. } => true,
-            CommitError::IncompatibleSchema { .. } | CommitError::Invalid { .. } => false,
+            CommitError::IncompatibleSchema { .. }
+            | CommitError::Invalid { .. }
+            | CommitError::Superseded { .. } => false,
         }
     }
 }
@@ -218,30 +231,44 @@ impl CommitEngine {
             message,
         };
 
+        let (mut base, created_table) = match self.load(&ident).await? {
+            Some(t) => (t, false),
+            None => {
+                let first = changes.batches.first().map(|b| b.schema()).ok_or_else(|| {
+                    invalid("the table does not exist and there are no rows to create it from".into())
+                })?;
+                let data_schema = ArrowSchema::new(
+                    first
+                        .fields()
+                        .iter()
+                        .filter(|f| !is_internal_column(f.name()))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+                (self.create_table(&ident, spec, &data_schema).await?, true)
+            }
+        };
+
+        // Exactly once: rows at positions the table already holds are dropped here, whatever
+        // the consumer re-read after a crash or a rebalance.
+        let held = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
+            .map_err(&invalid)?;
         let mut rows = Vec::with_capacity(changes.batches.len());
         let mut ops = Vec::new();
+        let mut already_applied = 0usize;
         for batch in &changes.batches {
+            let (batch, dropped) = positions::drop_applied(batch, &held).map_err(&invalid)?;
+            already_applied += dropped;
             let schema = batch.schema();
             let op_index = schema
                 .index_of(OP_COLUMN)
                 .map_err(|_| invalid(format!("a change batch has no {OP_COLUMN} column")))?;
             ops.extend(merge::parse_ops(batch.column(op_index).as_ref()).map_err(&invalid)?);
-            let mut data = batch.clone();
-            data.remove_column(op_index);
-            rows.push(data);
+            rows.push(positions::data_columns(&batch));
         }
-
-        let (mut base, created_table) = match self.load(&ident).await? {
-            Some(t) => (t, false),
-            None => {
-                let first = rows.first().map(|b| b.schema()).ok_or_else(|| {
-                    invalid(
-                        "the table does not exist and there are no rows to create it from".into(),
-                    )
-                })?;
-                (self.create_table(&ident, spec, &first).await?, true)
-            }
-        };
+        if already_applied > 0 {
+            tracing::info!(table = %ident, rows = already_applied, "skipped changes the table already holds");
+        }
 
         let mut schema_changed = false;
         for batch in &rows {
@@ -357,7 +384,19 @@ impl CommitEngine {
             tokio::time::sleep(self.backoff(attempt)).await;
             base = self.reload(&ident).await?;
             // A timeout or a 5xx may hide a commit that did land: never apply it twice.
-            if let Some(landed) = find_commit(&base, &commit_id) {
+            let landed = find_commit(&base, &commit_id);
+            if landed.is_none() {
+                let now = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
+                    .map_err(&invalid)?;
+                if let Some((topic, partition)) = positions::moved(&held, &now, &changes.offsets) {
+                    return Err(CommitError::Superseded {
+                        table,
+                        topic,
+                        partition,
+                    });
+                }
+            }
+            if let Some(landed) = landed {
                 return Ok(CommitOutcome {
                     table: ident,
                     snapshot_id: landed,

@@ -115,7 +115,7 @@ fn unknown_subcommand_is_a_usage_error() {
 fn commands_not_built_yet_say_so_and_fail() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), VALID);
-    for sub in ["run", "backfill", "policy"] {
+    for sub in ["backfill", "policy"] {
         let out = floe(&[sub, "--config", &path], &[]);
         assert_eq!(out.status.code(), Some(1), "floe {sub}");
         assert!(

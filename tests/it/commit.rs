@@ -1,20 +1,31 @@
-//! The commit engine against a real catalog, each table read back by DuckDB (which applies
-//! equality deletes) and opened by pyiceberg, never by Floe's own code.
+//! The commit engine against every catalog backend: `local` (SQLite + directory), `s3tables`
+//! (moto's S3 Tables control plane and S3) and `rest` (SeaweedFS's Iceberg REST catalog, with
+//! SigV4 and with OAuth2). The same scenario bodies run on each backend ([`on_backends!`]); each
+//! table is read back by DuckDB (which applies equality deletes) and opened by pyiceberg from
+//! the metadata location the catalog reports, never by Floe's own code.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use floe::catalog::local::LocalCatalog;
+use floe::catalog::rest::RestCatalog;
+use floe::catalog::s3_storage::S3RequestCounts;
+use floe::catalog::s3tables::S3TablesCatalog;
 use floe::catalog::{CatalogError, LoadedTable, TableCatalog, TableIdent};
 use floe::commit::{
     CommitEngine, CommitSettings, CommittedOffsets, FileSettings, OP_COLUMN, TableChanges,
     TableSpec,
 };
+use floe::config::{self, RestAuth, Secret};
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 use serde_json::{Value, json};
 
@@ -87,67 +98,6 @@ impl Model {
     }
 }
 
-struct LocalFixture {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl LocalFixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("floe-data");
-        LocalFixture { _dir: dir, path }
-    }
-
-    fn catalog(&self) -> Arc<LocalCatalog> {
-        Arc::new(LocalCatalog::open(&self.path).unwrap())
-    }
-
-    fn uri(&self) -> String {
-        format!(
-            "sqlite:///{}",
-            self.path
-                .canonicalize()
-                .unwrap()
-                .join("catalog.db")
-                .display()
-        )
-    }
-
-    fn warehouse(&self) -> String {
-        format!(
-            "file://{}",
-            self.path
-                .canonicalize()
-                .unwrap()
-                .join("warehouse")
-                .display()
-        )
-    }
-
-    fn pyiceberg(&self, table: &str) -> Value {
-        support::iceberg_read(&[
-            "pyiceberg-sql",
-            "--uri",
-            &self.uri(),
-            "--warehouse",
-            &self.warehouse(),
-            "--catalog-name",
-            floe::catalog::local::CATALOG_NAME,
-            "--table",
-            table,
-            "--order-by",
-            "id",
-        ])
-    }
-
-    fn duckdb_rows(&self, table: &str) -> Value {
-        let info = self.pyiceberg(table);
-        let metadata = info["metadata_location"].as_str().unwrap().to_string();
-        duckdb_rows(&metadata)
-    }
-}
-
 /// pyiceberg lists snapshots in metadata order, which is not commit order.
 fn by_sequence(info: &Value) -> Vec<Value> {
     let mut snapshots = info["snapshots"].as_array().unwrap().clone();
@@ -155,24 +105,356 @@ fn by_sequence(info: &Value) -> Vec<Value> {
     snapshots
 }
 
-fn duckdb_rows(metadata: &str) -> Value {
-    support::iceberg_read(&[
-        "duckdb",
-        "--metadata",
-        metadata,
-        "--order-by",
-        "id",
-        "--columns",
-        "id,name",
-    ])["rows"]
-        .clone()
+fn operations(info: &Value) -> Vec<String> {
+    by_sequence(info)
+        .iter()
+        .map(|s| s["operation"].as_str().unwrap().to_string())
+        .collect()
 }
 
-#[tokio::test]
-async fn upserts_deletes_and_reinserts_read_back_exactly() {
-    let fx = LocalFixture::new();
-    let engine = CommitEngine::new(fx.catalog(), settings());
-    let table = "inventory.customers";
+fn static_sdk_config(key: &str, secret: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            key,
+            secret,
+            None,
+            None,
+            "floe-tests",
+        )))
+        .build()
+}
+
+// ------------------------------------------------------------------------------------------
+// Backends
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Local,
+    S3Tables,
+    RestSigv4,
+    RestOAuth2,
+}
+
+enum Place {
+    Local {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    S3Tables {
+        config: config::S3TablesCatalog,
+        sdk: SdkConfig,
+        endpoint: String,
+    },
+    Rest {
+        config: config::RestCatalog,
+        sdk: SdkConfig,
+        /// `<rest uri>/v1/<prefix>`.
+        base: String,
+    },
+}
+
+/// One catalog backend with a namespace of its own for one test.
+struct Backend {
+    kind: Kind,
+    namespace: String,
+    place: Place,
+}
+
+fn rest_config(auth: RestAuth, properties: BTreeMap<String, String>) -> config::RestCatalog {
+    config::RestCatalog {
+        uri: support::weed_rest(),
+        warehouse: Some(format!("s3://{}", support::weed_table_bucket())),
+        auth,
+        request_timeout: Duration::from_secs(30),
+        properties,
+    }
+}
+
+fn sigv4() -> RestAuth {
+    RestAuth::Sigv4 {
+        signing_name: "s3tables".into(),
+        signing_region: Some("us-east-1".into()),
+    }
+}
+
+impl Backend {
+    async fn start(kind: Kind) -> Self {
+        let namespace = support::unique("floe");
+        let place = match kind {
+            Kind::Local => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("floe-data");
+                Place::Local { _dir: dir, path }
+            }
+            Kind::S3Tables => {
+                let endpoint = support::moto_endpoint();
+                // A table bucket of its own: names are lowercase letters, digits and hyphens.
+                let bucket = support::unique("floe").replace('_', "-");
+                let arn = format!("arn:aws:s3tables:us-east-1:123456789012:bucket/{bucket}");
+                let config = config::S3TablesCatalog {
+                    table_bucket: arn.parse().unwrap(),
+                    region: "us-east-1".into(),
+                    endpoint: Some(endpoint.clone()),
+                    s3_endpoint: Some(endpoint.clone()),
+                };
+                let sdk = static_sdk_config("test", "test");
+                floe::catalog::aws::s3tables_client(&sdk, &config)
+                    .create_table_bucket()
+                    .name(&bucket)
+                    .send()
+                    .await
+                    .expect("create table bucket");
+                Place::S3Tables {
+                    config,
+                    sdk,
+                    endpoint,
+                }
+            }
+            Kind::RestSigv4 | Kind::RestOAuth2 => {
+                let (key, secret) = support::weed_credentials();
+                let config = if kind == Kind::RestSigv4 {
+                    // S3 credentials for the files come from the AWS chain (the SdkConfig).
+                    rest_config(sigv4(), BTreeMap::new())
+                } else {
+                    // ... or from catalog.properties.
+                    rest_config(
+                        RestAuth::OAuth2 {
+                            client_id: key.clone(),
+                            client_secret: Secret::new(secret.clone()),
+                            server_uri: None,
+                            scope: None,
+                        },
+                        BTreeMap::from([
+                            ("s3.access-key-id".into(), key.clone()),
+                            ("s3.secret-access-key".into(), secret.clone()),
+                        ]),
+                    )
+                };
+                let base = format!("{}/v1/{}", config.uri, support::weed_table_bucket());
+                Place::Rest {
+                    config,
+                    sdk: static_sdk_config(&key, &secret),
+                    base,
+                }
+            }
+        };
+        Backend {
+            kind,
+            namespace,
+            place,
+        }
+    }
+
+    /// `<this test's namespace>.<name>`.
+    fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.namespace)
+    }
+
+    /// A new catalog client, as another process would open it.
+    async fn catalog(&self) -> Arc<dyn TableCatalog> {
+        match &self.place {
+            Place::Local { path, .. } => Arc::new(LocalCatalog::open(path).unwrap()),
+            Place::S3Tables { config, sdk, .. } => Arc::new(S3TablesCatalog::new(sdk, config)),
+            Place::Rest { config, sdk, .. } => Arc::new(
+                RestCatalog::connect_with(config, sdk.clone())
+                    .await
+                    .expect("connect to the REST catalog"),
+            ),
+        }
+    }
+
+    fn sqlite_args(&self, table: &str) -> Vec<String> {
+        let Place::Local { path, .. } = &self.place else {
+            panic!("{:?} has no SQLite catalog", self.kind)
+        };
+        let path = path.canonicalize().unwrap();
+        vec![
+            "--uri".into(),
+            format!("sqlite:///{}", path.join("catalog.db").display()),
+            "--warehouse".into(),
+            format!("file://{}", path.join("warehouse").display()),
+            "--catalog-name".into(),
+            floe::catalog::local::CATALOG_NAME.into(),
+            "--table".into(),
+            table.into(),
+        ]
+    }
+
+    /// How the readers reach the table's files.
+    fn s3_args(&self) -> Vec<String> {
+        let (endpoint, key, secret) = match &self.place {
+            Place::Local { .. } => return Vec::new(),
+            Place::S3Tables { endpoint, .. } => (endpoint.clone(), "test".into(), "test".into()),
+            Place::Rest { .. } => {
+                let (key, secret) = support::weed_credentials();
+                (support::weed_s3(), key, secret)
+            }
+        };
+        vec![
+            "--s3-endpoint".into(),
+            endpoint.trim_start_matches("http://").into(),
+            "--s3-key".into(),
+            key,
+            "--s3-secret".into(),
+            secret,
+        ]
+    }
+
+    /// The table's current metadata location, asked of the catalog without Floe's code.
+    async fn metadata_location(&self, table: &str) -> String {
+        let (namespace, name) = table.split_once('.').unwrap();
+        match &self.place {
+            Place::Local { .. } => {
+                let mut args = vec!["pyiceberg-sql".to_string()];
+                args.extend(self.sqlite_args(table));
+                read(&args)["metadata_location"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }
+            Place::S3Tables { config, sdk, .. } => floe::catalog::aws::s3tables_client(sdk, config)
+                .get_table_metadata_location()
+                .table_bucket_arn(&config.table_bucket.arn)
+                .namespace(namespace)
+                .name(name)
+                .send()
+                .await
+                .expect("GetTableMetadataLocation")
+                .metadata_location()
+                .expect("the table has metadata")
+                .to_string(),
+            Place::Rest { base, .. } => {
+                let url = format!("{base}/namespaces/{namespace}/tables/{name}");
+                let (status, body) = weed_get_signed(&url).await;
+                assert_eq!(status, 200, "{body}");
+                body["metadata-location"].as_str().unwrap().to_string()
+            }
+        }
+    }
+
+    async fn duckdb(&self, table: &str, columns: Option<&str>) -> Value {
+        let mut args = vec![
+            "duckdb".to_string(),
+            "--metadata".into(),
+            self.metadata_location(table).await,
+            "--order-by".into(),
+            "id".into(),
+        ];
+        if let Some(columns) = columns {
+            args.extend(["--columns".into(), columns.into()]);
+        }
+        args.extend(self.s3_args());
+        read(&args)
+    }
+
+    async fn duckdb_rows(&self, table: &str) -> Value {
+        self.duckdb(table, Some("id,name")).await["rows"].clone()
+    }
+
+    /// pyiceberg's view: through the SQL catalog (local), else a StaticTable from the
+    /// metadata location the catalog reports.
+    async fn pyiceberg(&self, table: &str) -> Value {
+        let mut args = match &self.place {
+            Place::Local { .. } => {
+                let mut args = vec!["pyiceberg-sql".to_string()];
+                args.extend(self.sqlite_args(table));
+                args
+            }
+            _ => vec![
+                "pyiceberg-static".to_string(),
+                "--metadata".into(),
+                self.metadata_location(table).await,
+            ],
+        };
+        args.extend(["--order-by".into(), "id".into()]);
+        args.extend(self.s3_args());
+        read(&args)
+    }
+
+    /// Appends rows with pyiceberg through the catalog, as an outside writer. pyiceberg has no
+    /// S3 Tables control-plane catalog, so this works on `local` and `rest`.
+    fn outside_append(&self, table: &str, rows: &str) -> Value {
+        let mut args = match &self.place {
+            Place::Local { .. } => {
+                let mut args = vec!["pyiceberg-append".to_string()];
+                args.extend(self.sqlite_args(table));
+                args
+            }
+            Place::Rest { config, .. } => vec![
+                "pyiceberg-rest-append".to_string(),
+                "--uri".into(),
+                config.uri.clone(),
+                "--warehouse".into(),
+                config.warehouse.clone().unwrap(),
+                "--table".into(),
+                table.into(),
+            ],
+            Place::S3Tables { .. } => panic!("pyiceberg cannot write through S3 Tables"),
+        };
+        args.extend(["--rows".into(), rows.into()]);
+        args.extend(self.s3_args());
+        read(&args)
+    }
+}
+
+fn read(args: &[String]) -> Value {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    support::iceberg_read(&args)
+}
+
+async fn weed_get_signed(url: &str) -> (u16, Value) {
+    let (key, secret) = support::weed_credentials();
+    let http = reqwest::Client::new();
+    let mut request = http.get(url).build().unwrap();
+    let credentials = Credentials::new(key, secret, None, None, "floe-tests");
+    floe::catalog::sigv4::sign_request(&mut request, &credentials, "us-east-1", "s3tables")
+        .expect("sign");
+    let response = http.execute(request).await.expect("request to SeaweedFS");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+/// One `#[tokio::test]` per backend for a scenario `async fn scenario(fx: Backend)`; the
+/// tests are named `commit::<scenario>::<backend>`.
+macro_rules! on_backends {
+    ($scenario:ident: $($backend:ident),+ $(,)?) => {
+        mod $scenario {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $backend() {
+                    let fx = super::Backend::start(super::kind(stringify!($backend))).await;
+                    super::$scenario(fx).await;
+                }
+            )+
+        }
+    };
+}
+
+fn kind(name: &str) -> Kind {
+    match name {
+        "local" => Kind::Local,
+        "s3tables" => Kind::S3Tables,
+        "rest_sigv4" => Kind::RestSigv4,
+        "rest_oauth2" => Kind::RestOAuth2,
+        other => panic!("no backend {other}"),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Scenarios
+// ------------------------------------------------------------------------------------------
+
+on_backends!(upserts_deletes_and_reinserts_read_back_exactly: local, s3tables, rest_sigv4, rest_oauth2);
+async fn upserts_deletes_and_reinserts_read_back_exactly(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("customers");
     let mut model = Model::default();
     let windows: Vec<Vec<Change>> = vec![
         vec![
@@ -192,7 +474,7 @@ async fn upserts_deletes_and_reinserts_read_back_exactly() {
     for (i, changes) in windows.iter().enumerate() {
         let outcome = engine
             .commit(
-                &spec(table),
+                &spec(&table),
                 window(
                     changes,
                     "dbserver1.inventory.customers",
@@ -203,14 +485,19 @@ async fn upserts_deletes_and_reinserts_read_back_exactly() {
             .unwrap();
         model.apply(changes);
         assert_eq!(outcome.created_table, i == 0);
-        assert_eq!(fx.duckdb_rows(table), model.rows(), "after window {i}");
+        assert_eq!(
+            fx.duckdb_rows(&table).await,
+            model.rows(),
+            "after window {i}"
+        );
     }
     assert_eq!(
-        fx.duckdb_rows(table),
+        fx.duckdb_rows(&table).await,
         json!([[1, "a2"], [2, "b-again"], [3, "c3"]])
     );
 
-    let info = fx.pyiceberg(table);
+    let info = fx.pyiceberg(&table).await;
+    assert_eq!(info["format_version"], 2);
     assert_eq!(info["identifier_fields"], json!(["id"]));
     let snapshots = by_sequence(&info);
     assert_eq!(snapshots.len(), 4, "one snapshot per commit");
@@ -240,18 +527,18 @@ async fn upserts_deletes_and_reinserts_read_back_exactly() {
     assert_eq!(offsets.get("dbserver1.inventory.customers", 0), Some(40));
 }
 
-#[tokio::test]
-async fn pyiceberg_reads_data_only_snapshots_and_sees_the_schema() {
-    let fx = LocalFixture::new();
-    let engine = CommitEngine::new(fx.catalog(), settings());
+on_backends!(pyiceberg_reads_data_only_snapshots_and_sees_the_schema: local, s3tables, rest_sigv4, rest_oauth2);
+async fn pyiceberg_reads_data_only_snapshots_and_sees_the_schema(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("items");
     engine
         .commit(
-            &spec("shop.items"),
+            &spec(&table),
             window(&[("r", 1, Some("x")), ("r", 2, None)], "t", 2),
         )
         .await
         .unwrap();
-    let info = fx.pyiceberg("shop.items");
+    let info = fx.pyiceberg(&table).await;
     assert_eq!(info["rows"], json!([[1, "x"], [2, null]]));
     let schema = info["schema"].as_array().unwrap();
     assert_eq!(schema[0]["name"], "id");
@@ -266,23 +553,20 @@ async fn pyiceberg_reads_data_only_snapshots_and_sees_the_schema() {
 
     // With equality deletes pyiceberg refuses the rows; DuckDB applies them.
     engine
-        .commit(&spec("shop.items"), window(&[("u", 1, Some("y"))], "t", 3))
+        .commit(&spec(&table), window(&[("u", 1, Some("y"))], "t", 3))
         .await
         .unwrap();
-    let info = fx.pyiceberg("shop.items");
+    let info = fx.pyiceberg(&table).await;
     assert!(info.get("rows_error").is_some(), "{info}");
-    assert_eq!(fx.duckdb_rows("shop.items"), json!([[1, "y"], [2, null]]));
+    assert_eq!(fx.duckdb_rows(&table).await, json!([[1, "y"], [2, null]]));
 }
 
-#[tokio::test]
-async fn many_commits_in_a_row() {
-    let fx = LocalFixture::new();
-    let engine = CommitEngine::new(fx.catalog(), settings());
+on_backends!(many_commits_in_a_row: local, s3tables, rest_sigv4);
+async fn many_commits_in_a_row(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("many");
     let mut model = Model::default();
-    let mut names = Vec::new();
-    for i in 0..30i64 {
-        names.push(format!("v{i}"));
-    }
+    let names: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
     for i in 0..30i64 {
         let id = i % 7;
         let changes: Vec<Change> = if i % 5 == 4 {
@@ -294,22 +578,22 @@ async fn many_commits_in_a_row() {
             ]
         };
         engine
-            .commit(&spec("ns.many"), window(&changes, "t", i + 1))
+            .commit(&spec(&table), window(&changes, "t", i + 1))
             .await
             .unwrap();
         model.apply(&changes);
     }
-    assert_eq!(fx.duckdb_rows("ns.many"), model.rows());
-    let info = fx.pyiceberg("ns.many");
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let info = fx.pyiceberg(&table).await;
     assert_eq!(info["snapshots"].as_array().unwrap().len(), 30);
 }
 
-#[tokio::test]
-async fn schema_changes_add_columns_and_widen_types() {
-    let fx = LocalFixture::new();
-    let engine = CommitEngine::new(fx.catalog(), settings());
+on_backends!(schema_changes_add_columns_and_widen_types: local, s3tables, rest_sigv4);
+async fn schema_changes_add_columns_and_widen_types(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("evolve");
     engine
-        .commit(&spec("ns.evolve"), window(&[("c", 1, Some("a"))], "t", 1))
+        .commit(&spec(&table), window(&[("c", 1, Some("a"))], "t", 1))
         .await
         .unwrap();
 
@@ -332,7 +616,7 @@ async fn schema_changes_add_columns_and_widen_types() {
     .unwrap();
     let outcome = engine
         .commit(
-            &spec("ns.evolve"),
+            &spec(&table),
             TableChanges {
                 batches: vec![with_qty],
                 offsets: CommittedOffsets::default(),
@@ -356,7 +640,7 @@ async fn schema_changes_add_columns_and_widen_types() {
     .unwrap();
     engine
         .commit(
-            &spec("ns.evolve"),
+            &spec(&table),
             TableChanges {
                 batches: vec![wide],
                 offsets: CommittedOffsets::default(),
@@ -365,13 +649,12 @@ async fn schema_changes_add_columns_and_widen_types() {
         .await
         .unwrap();
 
-    let info = fx.pyiceberg("ns.evolve");
-    let metadata = info["metadata_location"].as_str().unwrap();
-    let read = support::iceberg_read(&["duckdb", "--metadata", metadata, "--order-by", "id"]);
+    let read = fx.duckdb(&table, None).await;
     assert_eq!(
         read["rows"],
         json!([[1, "a", null], [2, "b", 7], [3, null, 5_000_000_000i64]])
     );
+    let info = fx.pyiceberg(&table).await;
     let qty = info["schema"]
         .as_array()
         .unwrap()
@@ -396,7 +679,7 @@ async fn schema_changes_add_columns_and_widen_types() {
     .unwrap();
     let err = engine
         .commit(
-            &spec("ns.evolve"),
+            &spec(&table),
             TableChanges {
                 batches: vec![text],
                 offsets: CommittedOffsets::default(),
@@ -406,125 +689,104 @@ async fn schema_changes_add_columns_and_widen_types() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "table ns.evolve, column qty: incompatible schema change: the table has type long, the source now sends string"
+        format!(
+            "table {table}, column qty: incompatible schema change: the table has type long, the source now sends string"
+        )
     );
 }
 
-#[tokio::test]
-async fn an_outside_writer_between_two_commits_is_kept() {
-    let fx = LocalFixture::new();
-    let engine = CommitEngine::new(fx.catalog(), settings());
+on_backends!(an_outside_writer_between_two_commits_is_kept: local, rest_sigv4);
+async fn an_outside_writer_between_two_commits_is_kept(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("shared");
     engine
-        .commit(
-            &spec("ns.shared"),
-            window(&[("c", 1, Some("floe"))], "t", 5),
-        )
+        .commit(&spec(&table), window(&[("c", 1, Some("floe"))], "t", 5))
         .await
         .unwrap();
-    support::iceberg_read(&[
-        "pyiceberg-append",
-        "--uri",
-        &fx.uri(),
-        "--warehouse",
-        &fx.warehouse(),
-        "--catalog-name",
-        floe::catalog::local::CATALOG_NAME,
-        "--table",
-        "ns.shared",
-        "--rows",
-        r#"[{"id": 50, "name": "outside"}]"#,
-    ]);
+    fx.outside_append(&table, r#"[{"id": 50, "name": "outside"}]"#);
     engine
-        .commit(
-            &spec("ns.shared"),
-            window(&[("u", 1, Some("floe2"))], "t", 9),
-        )
+        .commit(&spec(&table), window(&[("u", 1, Some("floe2"))], "t", 9))
         .await
         .unwrap();
     assert_eq!(
-        fx.duckdb_rows("ns.shared"),
+        fx.duckdb_rows(&table).await,
         json!([[1, "floe2"], [50, "outside"]])
     );
-    let info = fx.pyiceberg("ns.shared");
-    let snapshots = by_sequence(&info);
-    let ops: Vec<&str> = snapshots
-        .iter()
-        .map(|s| s["operation"].as_str().unwrap())
-        .collect();
-    assert_eq!(ops, ["overwrite", "append", "overwrite"]);
+    let info = fx.pyiceberg(&table).await;
+    assert_eq!(operations(&info), ["overwrite", "append", "overwrite"]);
     let offsets = engine
-        .committed_offsets(&"ns.shared".parse().unwrap())
+        .committed_offsets(&table.parse().unwrap())
         .await
         .unwrap();
     assert_eq!(offsets.get("t", 0), Some(9));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_writers_racing_on_one_table_lose_nothing() {
-    let fx = LocalFixture::new();
-    // Two engines with their own catalog connections, as two processes would have.
-    let a = Arc::new(CommitEngine::new(fx.catalog(), settings()));
-    let b = Arc::new(CommitEngine::new(fx.catalog(), settings()));
-    a.commit(&spec("ns.race"), window(&[("c", 0, Some("seed"))], "t", 1))
+on_backends!(two_writers_racing_on_one_table_lose_nothing: local, s3tables, rest_sigv4);
+async fn two_writers_racing_on_one_table_lose_nothing(fx: Backend) {
+    let table = fx.table("race");
+    // Two engines with their own catalog clients, as two processes would have.
+    let a = Arc::new(CommitEngine::new(fx.catalog().await, settings()));
+    let b = Arc::new(CommitEngine::new(fx.catalog().await, settings()));
+    a.commit(&spec(&table), window(&[("c", 0, Some("seed"))], "t", 1))
         .await
         .unwrap();
-    let run = |engine: Arc<CommitEngine>, base: i64, partition: i32| async move {
-        let mut retries = 0;
-        for i in 0..15i64 {
-            let name = format!("w{base}-{i}");
-            let changes = [
-                ("c", base + i, Some(name.as_str())),
-                ("u", base, Some(name.as_str())),
-            ];
-            let mut offsets = CommittedOffsets::default();
-            offsets.advance("t", partition, i + 1);
-            let outcome = engine
-                .commit(
-                    &spec("ns.race"),
-                    TableChanges {
-                        batches: vec![batch(&changes)],
-                        offsets,
-                    },
-                )
-                .await
-                .unwrap();
-            retries += outcome.attempts - 1;
+    let run = |engine: Arc<CommitEngine>, base: i64, partition: i32| {
+        let table = table.clone();
+        async move {
+            let mut retries = 0;
+            for i in 0..15i64 {
+                let name = format!("w{base}-{i}");
+                let changes = [
+                    ("c", base + i, Some(name.as_str())),
+                    ("u", base, Some(name.as_str())),
+                ];
+                let mut offsets = CommittedOffsets::default();
+                offsets.advance("t", partition, i + 1);
+                let outcome = engine
+                    .commit(
+                        &spec(&table),
+                        TableChanges {
+                            batches: vec![batch(&changes)],
+                            offsets,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                retries += outcome.attempts - 1;
+            }
+            retries
         }
-        retries
     };
     let (ra, rb) = tokio::join!(
         tokio::spawn(run(a.clone(), 1000, 1)),
         tokio::spawn(run(b.clone(), 2000, 2))
     );
     let retries = ra.unwrap() + rb.unwrap();
-    let rows = fx.duckdb_rows("ns.race");
+    let rows = fx.duckdb_rows(&table).await;
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1 + 15 + 15, "{rows:?}");
     assert_eq!(rows[1], json!([1000, "w1000-14"]));
     assert_eq!(rows[16], json!([2000, "w2000-14"]));
-    let info = fx.pyiceberg("ns.race");
+    let info = fx.pyiceberg(&table).await;
     assert_eq!(info["snapshots"].as_array().unwrap().len(), 31);
     // Both writers' offsets survive in the table, whoever committed last.
-    let offsets = a
-        .committed_offsets(&"ns.race".parse().unwrap())
-        .await
-        .unwrap();
+    let offsets = a.committed_offsets(&table.parse().unwrap()).await.unwrap();
     assert_eq!(offsets.get("t", 1), Some(15));
     assert_eq!(offsets.get("t", 2), Some(15));
-    eprintln!("racing writers retried {retries} times");
+    eprintln!("{:?}: racing writers retried {retries} times", fx.kind);
 }
 
-/// A catalog whose first commit is applied but reported as "state unknown" (a timeout after
-/// the catalog did its work).
+/// A catalog whose first commit after the table has data is applied but reported as "state
+/// unknown" (a timeout after the catalog did its work).
 struct LosesFirstAnswer {
-    inner: Arc<LocalCatalog>,
+    inner: Arc<dyn TableCatalog>,
     lost: AtomicBool,
 }
 
 #[async_trait]
 impl TableCatalog for LosesFirstAnswer {
     fn kind(&self) -> &'static str {
-        "flaky-local"
+        "flaky"
     }
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
         self.inner.ensure_namespace(namespace).await
@@ -548,7 +810,7 @@ impl TableCatalog for LosesFirstAnswer {
         let result = self.inner.commit(base, requirements, updates).await?;
         if base.metadata.current_snapshot().is_some() && !self.lost.swap(true, Ordering::SeqCst) {
             return Err(CatalogError::CommitStateUnknown {
-                catalog: "flaky-local",
+                catalog: "flaky",
                 table: base.ident.to_string(),
                 message: "timed out".into(),
             });
@@ -560,19 +822,24 @@ impl TableCatalog for LosesFirstAnswer {
     }
 }
 
-/// A catalog in front of which an outside writer (pyiceberg) commits just before Floe's first
-/// data commit, so that commit meets a stale base.
-struct OutsideWriterFirst {
-    inner: Arc<LocalCatalog>,
-    fixture_uri: String,
-    fixture_warehouse: String,
+/// A catalog in front of which another writer commits just before Floe's first commit into a
+/// table with data, so that commit meets a stale base: pyiceberg through the catalog, or
+/// (on S3 Tables, where pyiceberg has no catalog) a second Floe engine.
+struct AnotherWriterFirst {
+    inner: Arc<dyn TableCatalog>,
+    other: AnotherWriter,
     done: AtomicBool,
 }
 
+enum AnotherWriter {
+    Pyiceberg(Arc<Backend>),
+    Floe(Arc<CommitEngine>),
+}
+
 #[async_trait]
-impl TableCatalog for OutsideWriterFirst {
+impl TableCatalog for AnotherWriterFirst {
     fn kind(&self) -> &'static str {
-        "local"
+        self.inner.kind()
     }
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
         self.inner.ensure_namespace(namespace).await
@@ -594,19 +861,21 @@ impl TableCatalog for OutsideWriterFirst {
         updates: Vec<TableUpdate>,
     ) -> Result<LoadedTable, CatalogError> {
         if base.metadata.current_snapshot().is_some() && !self.done.swap(true, Ordering::SeqCst) {
-            support::iceberg_read(&[
-                "pyiceberg-append",
-                "--uri",
-                &self.fixture_uri,
-                "--warehouse",
-                &self.fixture_warehouse,
-                "--catalog-name",
-                floe::catalog::local::CATALOG_NAME,
-                "--table",
-                &base.ident.to_string(),
-                "--rows",
-                r#"[{"id": 77, "name": "sneaked in"}]"#,
-            ]);
+            let table = base.ident.to_string();
+            match &self.other {
+                AnotherWriter::Pyiceberg(fx) => {
+                    fx.outside_append(&table, r#"[{"id": 77, "name": "sneaked in"}]"#);
+                }
+                AnotherWriter::Floe(engine) => {
+                    engine
+                        .commit(
+                            &spec(&table),
+                            window(&[("c", 77, Some("sneaked in"))], "other", 1),
+                        )
+                        .await
+                        .expect("the other writer's commit");
+                }
+            }
         }
         self.inner.commit(base, requirements, updates).await
     }
@@ -615,61 +884,71 @@ impl TableCatalog for OutsideWriterFirst {
     }
 }
 
-#[tokio::test]
-async fn a_conflict_reloads_and_reapplies_the_same_files() {
-    let fx = LocalFixture::new();
-    let catalog = Arc::new(OutsideWriterFirst {
-        inner: fx.catalog(),
-        fixture_uri: fx.uri(),
-        fixture_warehouse: fx.warehouse(),
+/// The stale base is refused by the catalog (a stale version token on S3 Tables, 409 from a
+/// REST catalog, a lost compare-and-swap locally); the engine reloads and re-applies.
+async fn a_conflict_reloads_and_reapplies(fx: Backend, other_is_floe: bool) {
+    let fx = Arc::new(fx);
+    let table = fx.table("conflict");
+    let other = if other_is_floe {
+        AnotherWriter::Floe(Arc::new(CommitEngine::new(fx.catalog().await, settings())))
+    } else {
+        AnotherWriter::Pyiceberg(fx.clone())
+    };
+    let catalog = Arc::new(AnotherWriterFirst {
+        inner: fx.catalog().await,
+        other,
         done: AtomicBool::new(false),
     });
     let engine = CommitEngine::new(catalog, settings());
     engine
-        .commit(&spec("ns.conflict"), window(&[("c", 1, Some("a"))], "t", 1))
+        .commit(&spec(&table), window(&[("c", 1, Some("a"))], "t", 1))
         .await
         .unwrap();
     let outcome = engine
-        .commit(
-            &spec("ns.conflict"),
-            window(&[("u", 1, Some("a2"))], "t", 2),
-        )
+        .commit(&spec(&table), window(&[("u", 1, Some("a2"))], "t", 2))
         .await
         .unwrap();
     assert_eq!(
         outcome.attempts, 2,
-        "the first attempt met the outside writer's commit"
+        "the first attempt met the other writer's commit"
     );
     assert_eq!(
-        fx.duckdb_rows("ns.conflict"),
+        fx.duckdb_rows(&table).await,
         json!([[1, "a2"], [77, "sneaked in"]])
     );
-    let info = fx.pyiceberg("ns.conflict");
+    let info = fx.pyiceberg(&table).await;
+    let other_op = if other_is_floe { "overwrite" } else { "append" };
+    assert_eq!(operations(&info), ["overwrite", other_op, "overwrite"]);
     let snapshots = by_sequence(&info);
-    let ops: Vec<&str> = snapshots
-        .iter()
-        .map(|s| s["operation"].as_str().unwrap())
-        .collect();
-    assert_eq!(ops, ["overwrite", "append", "overwrite"]);
-    // The retried snapshot builds on the outside writer's.
+    // The retried snapshot builds on the other writer's.
     assert_eq!(snapshots[2]["parent_id"], snapshots[1]["snapshot_id"]);
 }
 
-#[tokio::test]
-async fn a_commit_whose_answer_was_lost_is_not_applied_twice() {
-    let fx = LocalFixture::new();
+on_backends!(a_conflict_with_pyiceberg_reloads_and_reapplies_the_same_files: local, rest_sigv4);
+async fn a_conflict_with_pyiceberg_reloads_and_reapplies_the_same_files(fx: Backend) {
+    a_conflict_reloads_and_reapplies(fx, false).await;
+}
+
+on_backends!(a_conflict_with_another_floe_reloads_and_reapplies_the_same_files: local, s3tables, rest_sigv4, rest_oauth2);
+async fn a_conflict_with_another_floe_reloads_and_reapplies_the_same_files(fx: Backend) {
+    a_conflict_reloads_and_reapplies(fx, true).await;
+}
+
+on_backends!(a_commit_whose_answer_was_lost_is_not_applied_twice: local, s3tables, rest_sigv4);
+async fn a_commit_whose_answer_was_lost_is_not_applied_twice(fx: Backend) {
+    let table = fx.table("unknown");
     let flaky = Arc::new(LosesFirstAnswer {
-        inner: fx.catalog(),
+        inner: fx.catalog().await,
         lost: AtomicBool::new(false),
     });
     let engine = CommitEngine::new(flaky, settings());
     engine
-        .commit(&spec("ns.unknown"), window(&[("c", 1, Some("a"))], "t", 1))
+        .commit(&spec(&table), window(&[("c", 1, Some("a"))], "t", 1))
         .await
         .unwrap();
     let outcome = engine
         .commit(
-            &spec("ns.unknown"),
+            &spec(&table),
             window(&[("c", 2, Some("b")), ("u", 1, Some("a2"))], "t", 3),
         )
         .await
@@ -678,38 +957,323 @@ async fn a_commit_whose_answer_was_lost_is_not_applied_twice() {
         outcome.attempts, 1,
         "found in the table after the lost answer"
     );
-    let info = fx.pyiceberg("ns.unknown");
+    let info = fx.pyiceberg(&table).await;
     assert_eq!(
         info["snapshots"].as_array().unwrap().len(),
         2,
         "applied once"
     );
-    assert_eq!(fx.duckdb_rows("ns.unknown"), json!([[1, "a2"], [2, "b"]]));
+    assert_eq!(fx.duckdb_rows(&table).await, json!([[1, "a2"], [2, "b"]]));
 }
 
-#[tokio::test]
-async fn table_names_are_normalised_and_collisions_refused() {
-    let fx = LocalFixture::new();
-    let engine = CommitEngine::new(fx.catalog(), settings());
+on_backends!(table_names_are_normalised_and_collisions_refused: local, s3tables, rest_sigv4);
+async fn table_names_are_normalised_and_collisions_refused(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let raw = format!("{}.Customer-List", fx.namespace.to_uppercase());
+    let normalised = fx.table("customer_list");
     let outcome = engine
-        .commit(
-            &spec("Inventory.Customer-List"),
-            window(&[("c", 1, Some("a"))], "t", 1),
-        )
+        .commit(&spec(&raw), window(&[("c", 1, Some("a"))], "t", 1))
         .await
         .unwrap();
-    assert_eq!(outcome.table.to_string(), "inventory.customer_list");
-    assert_eq!(fx.duckdb_rows("inventory.customer_list"), json!([[1, "a"]]));
+    assert_eq!(outcome.table.to_string(), normalised);
+    assert_eq!(fx.duckdb_rows(&normalised).await, json!([[1, "a"]]));
     let err = engine
-        .commit(
-            &spec("inventory.customer_list"),
-            window(&[("c", 2, Some("b"))], "t", 2),
-        )
+        .commit(&spec(&normalised), window(&[("c", 2, Some("b"))], "t", 2))
         .await
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("both become inventory.customer_list"),
+            .contains(&format!("both become {normalised}")),
         "{err}"
     );
+}
+
+on_backends!(a_dropped_table_is_recreated_empty: local, s3tables, rest_sigv4);
+async fn a_dropped_table_is_recreated_empty(fx: Backend) {
+    let catalog = fx.catalog().await;
+    let engine = CommitEngine::new(catalog.clone(), settings());
+    let table = fx.table("dropped");
+    engine
+        .commit(&spec(&table), window(&[("c", 1, Some("old"))], "t", 1))
+        .await
+        .unwrap();
+    let ident = engine.ident(&table.parse().unwrap()).unwrap();
+    catalog.drop_table(&ident).await.unwrap();
+    assert!(catalog.load_table(&ident).await.unwrap().is_none());
+    let err = catalog.drop_table(&ident).await.unwrap_err();
+    assert!(
+        matches!(err, CatalogError::NoSuchTable { .. }),
+        "dropping a missing table: {err}"
+    );
+    let outcome = engine
+        .commit(&spec(&table), window(&[("c", 2, Some("new"))], "t", 2))
+        .await
+        .unwrap();
+    assert!(outcome.created_table);
+    assert_eq!(fx.duckdb_rows(&table).await, json!([[2, "new"]]));
+}
+
+/// S3 Tables refuses LIST and DELETE inside a table's warehouse (moto answers 405); Floe's S3
+/// layer counts every request it sends, so the count shows none was even tried.
+async fn no_list_or_delete(
+    fx: &Backend,
+    requests: impl Fn() -> S3RequestCounts,
+    engine: &CommitEngine,
+) {
+    let table = fx.table("no_list");
+    let mut model = Model::default();
+    let windows: Vec<Vec<Change>> = vec![
+        vec![("c", 1, Some("a")), ("c", 2, Some("b"))],
+        vec![("u", 1, Some("a2")), ("d", 2, None)],
+        vec![("d", 1, None), ("c", 3, Some("c"))],
+    ];
+    for (i, changes) in windows.iter().enumerate() {
+        engine
+            .commit(&spec(&table), window(changes, "t", i as i64 + 1))
+            .await
+            .unwrap();
+        model.apply(changes);
+    }
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let counts = requests();
+    assert_eq!(counts.list, 0, "{counts:?}");
+    assert_eq!(counts.delete, 0, "{counts:?}");
+    assert!(
+        counts.put >= 3 + 3 + 2,
+        "data, manifests, metadata: {counts:?}"
+    );
+    assert!(counts.get > 0, "manifest lists are read back: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3tables_calls_only_its_listed_actions_and_never_lists_or_deletes_files() {
+    let fx = Backend::start(Kind::S3Tables).await;
+    let Place::S3Tables { config, sdk, .. } = &fx.place else {
+        unreachable!()
+    };
+    let catalog = Arc::new(S3TablesCatalog::new(sdk, config));
+    let engine = CommitEngine::new(catalog.clone(), settings());
+    no_list_or_delete(&fx, || catalog.s3_requests(), &engine).await;
+    let ident = engine.ident(&fx.table("no_list").parse().unwrap()).unwrap();
+    catalog.drop_table(&ident).await.unwrap();
+
+    // `floe policy` and `floe check` are derived from ACTIONS: it must cover every call.
+    let called = catalog.actions_called();
+    for action in &called {
+        assert!(
+            floe::catalog::s3tables::ACTIONS.contains(&action.as_str()),
+            "{action} is called but missing from s3tables::ACTIONS"
+        );
+    }
+    for expected in [
+        "s3tables:CreateNamespace",
+        "s3tables:CreateTable",
+        "s3tables:GetTableMetadataLocation",
+        "s3tables:UpdateTableMetadataLocation",
+        "s3tables:DeleteTable",
+    ] {
+        assert!(
+            called.contains(expected),
+            "{expected} not seen in {called:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_never_lists_or_deletes_in_a_warehouse() {
+    let fx = Backend::start(Kind::RestSigv4).await;
+    let Place::Rest { config, sdk, .. } = &fx.place else {
+        unreachable!()
+    };
+    let catalog = Arc::new(
+        RestCatalog::connect_with(config, sdk.clone())
+            .await
+            .unwrap(),
+    );
+    let engine = CommitEngine::new(catalog.clone(), settings());
+    no_list_or_delete(&fx, || catalog.s3_requests(), &engine).await;
+}
+
+#[tokio::test]
+async fn rest_with_a_wrong_secret_reports_an_authentication_error() {
+    let (key, _) = support::weed_credentials();
+    let table = format!("{}.t", support::unique("floe"));
+
+    // SigV4 with a wrong secret: SeaweedFS refuses the signature.
+    let config = rest_config(sigv4(), BTreeMap::new());
+    let catalog = RestCatalog::connect_with(&config, static_sdk_config(&key, "not-the-secret"))
+        .await
+        .expect("/v1/config is open on SeaweedFS");
+    let engine = CommitEngine::new(Arc::new(catalog), settings());
+    let err = engine
+        .commit(&spec(&table), window(&[("c", 1, Some("a"))], "t", 1))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(!err.is_retryable(), "{text}");
+    assert!(text.contains("catalog rest"), "{text}");
+    assert!(
+        text.contains(&format!("authentication refused by {}", config.uri)),
+        "{text}"
+    );
+    assert!(text.contains("403"), "{text}");
+    assert!(
+        !text.contains("not-the-secret"),
+        "no secret in errors: {text}"
+    );
+
+    // OAuth2 with a wrong client secret: the token endpoint refuses it.
+    let config = rest_config(
+        RestAuth::OAuth2 {
+            client_id: key.clone(),
+            client_secret: Secret::new("not-the-secret"),
+            server_uri: None,
+            scope: None,
+        },
+        BTreeMap::new(),
+    );
+    let err = RestCatalog::connect_with(&config, static_sdk_config("unused", "unused"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("catalog rest"), "{text}");
+    assert!(text.contains("authentication refused by"), "{text}");
+    assert!(text.contains("401"), "{text}");
+    assert!(
+        !text.contains("not-the-secret"),
+        "no secret in errors: {text}"
+    );
+}
+
+#[tokio::test]
+async fn open_catalog_builds_each_backend_from_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = floe::catalog::open_catalog(&config::CatalogConfig::Local(config::LocalCatalog {
+        path: dir.path().join("floe-data"),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(local.kind(), "local");
+
+    let fx = Backend::start(Kind::S3Tables).await;
+    let Place::S3Tables { config, .. } = &fx.place else {
+        unreachable!()
+    };
+    let s3tables = floe::catalog::open_catalog(&config::CatalogConfig::S3Tables(config.clone()))
+        .await
+        .unwrap();
+    assert_eq!(s3tables.kind(), "s3tables");
+
+    let (key, secret) = support::weed_credentials();
+    let rest = floe::catalog::open_catalog(&config::CatalogConfig::Rest(rest_config(
+        RestAuth::OAuth2 {
+            client_id: key,
+            client_secret: Secret::new(secret),
+            server_uri: None,
+            scope: None,
+        },
+        BTreeMap::new(),
+    )))
+    .await
+    .unwrap();
+    assert_eq!(rest.kind(), "rest");
+    let ns = support::unique("floe");
+    rest.ensure_namespace(&ns).await.unwrap();
+    let missing = TableIdent {
+        namespace: ns,
+        name: "missing".into(),
+    };
+    assert!(rest.load_table(&missing).await.unwrap().is_none());
+}
+
+/// Large files become multipart uploads, which S3 Tables allows inside a warehouse (moto
+/// checks the same rules); deletes are refused before any request is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_storage_uploads_large_files_in_parts_and_refuses_deletes() {
+    use floe::catalog::s3_storage::{self, S3RequestStats};
+
+    let fx = Backend::start(Kind::S3Tables).await;
+    let Place::S3Tables {
+        config,
+        sdk,
+        endpoint,
+    } = &fx.place
+    else {
+        unreachable!()
+    };
+    let tables = floe::catalog::aws::s3tables_client(sdk, config);
+    let arn = &config.table_bucket.arn;
+    tables
+        .create_namespace()
+        .table_bucket_arn(arn)
+        .namespace(&fx.namespace)
+        .send()
+        .await
+        .unwrap();
+    tables
+        .create_table()
+        .table_bucket_arn(arn)
+        .namespace(&fx.namespace)
+        .name("big")
+        .format(aws_sdk_s3tables::types::OpenTableFormat::Iceberg)
+        .send()
+        .await
+        .unwrap();
+    let warehouse = tables
+        .get_table_metadata_location()
+        .table_bucket_arn(arn)
+        .namespace(&fx.namespace)
+        .name("big")
+        .send()
+        .await
+        .unwrap()
+        .warehouse_location()
+        .to_string();
+
+    let stats = Arc::new(S3RequestStats::default());
+    let io = s3_storage::file_io(
+        sdk,
+        std::collections::HashMap::from([
+            ("s3.endpoint".to_string(), endpoint.clone()),
+            ("s3.region".to_string(), "us-east-1".to_string()),
+        ]),
+        stats.clone(),
+    );
+    let location = format!("{warehouse}/data/big.bin");
+    // 20 MiB + 5 bytes in uneven writes: one full 16 MiB part, then the rest on close.
+    let data: Vec<u8> = (0..20 * 1024 * 1024 + 5).map(|i| (i % 251) as u8).collect();
+    let output = io.new_output(&location).unwrap();
+    let mut writer = output.writer().await.unwrap();
+    for chunk in data.chunks(3 * 1024 * 1024 + 7) {
+        writer
+            .write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    writer.close().await.unwrap();
+
+    let input = io.new_input(&location).unwrap();
+    assert!(input.exists().await.unwrap());
+    assert_eq!(input.metadata().await.unwrap().size, data.len() as u64);
+    assert_eq!(input.read().await.unwrap().as_ref(), data.as_slice());
+    let reader = input.reader().await.unwrap();
+    let middle = 16 * 1024 * 1024 - 3..16 * 1024 * 1024 + 3;
+    assert_eq!(
+        reader.read(middle.clone()).await.unwrap().as_ref(),
+        &data[middle.start as usize..middle.end as usize]
+    );
+    assert!(
+        !io.exists(format!("{warehouse}/data/none.bin"))
+            .await
+            .unwrap()
+    );
+
+    let err = io.delete(&location).await.unwrap_err();
+    assert!(err.to_string().contains("never deletes"), "{err}");
+    assert!(io.delete_prefix(format!("{warehouse}/data")).await.is_err());
+
+    let counts = stats.counts();
+    assert_eq!(counts.put, 2, "two parts: {counts:?}");
+    assert_eq!(counts.multipart, 2, "create + complete: {counts:?}");
+    assert_eq!((counts.list, counts.delete), (0, 0), "{counts:?}");
 }

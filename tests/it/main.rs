@@ -5,5 +5,7 @@
 mod cli;
 mod commit;
 mod commit_format;
+mod decode;
 mod fixtures;
+mod runtime;
 mod support;

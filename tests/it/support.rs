@@ -36,6 +36,12 @@ pub fn weed_rest() -> String {
     url
 }
 
+pub fn weed_s3() -> String {
+    let url = var_or("FLOE_TEST_WEED_S3", "http://127.0.0.1:8333");
+    require_tcp(url.trim_start_matches("http://"), "SeaweedFS S3");
+    url
+}
+
 pub fn weed_credentials() -> (String, String) {
     (
         var_or("FLOE_TEST_WEED_ACCESS_KEY", "floetest"),

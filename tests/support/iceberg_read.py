@@ -12,6 +12,12 @@ pyiceberg-sql        open a table through a pyiceberg SqlCatalog; dump schema,
                      snapshots and rows
 pyiceberg-write-sample
                      create ns + small table with pyiceberg and append 3 rows
+pyiceberg-append     append JSON rows to a table of a pyiceberg SqlCatalog
+pyiceberg-static     open a table from its metadata.json (pyiceberg StaticTable,
+                     local or s3://); dump as pyiceberg-sql does
+pyiceberg-rest-append
+                     append JSON rows to a table of an Iceberg REST catalog
+                     (SigV4-signed, as an outside writer)
 
 Output: exactly one JSON document on stdout. On error: a message on stderr
 and exit status 1 (2 for bad command-line usage).
@@ -427,7 +433,67 @@ def describe_files(table):
 
 def cmd_pyiceberg_sql(args):
     catalog = open_sql_catalog(args)
+    describe_table(catalog.load_table(args.table), args)
+
+
+def s3_properties(args):
+    """pyiceberg FileIO properties for --s3-endpoint / --s3-key / --s3-secret / --s3-region."""
+    props = {}
+    if args.s3_endpoint:
+        ep = args.s3_endpoint
+        if "://" not in ep:
+            ep = "http://" + ep
+        props["s3.endpoint"] = ep
+        props["s3.region"] = args.s3_region or "us-east-1"
+        props["s3.force-virtual-addressing"] = "false"
+    if args.s3_key is not None:
+        props["s3.access-key-id"] = args.s3_key
+    if args.s3_secret is not None:
+        props["s3.secret-access-key"] = args.s3_secret
+    return props
+
+
+def cmd_pyiceberg_static(args):
+    from pyiceberg.table import StaticTable
+
+    loc = args.metadata
+    if loc.startswith("s3a://"):
+        loc = "s3://" + loc[len("s3a://"):]
+    if not loc.startswith("s3://"):
+        loc = local_path(loc)
+    table = StaticTable.from_metadata(loc, properties=s3_properties(args))
+    describe_table(table, args)
+
+
+def cmd_pyiceberg_rest_append(args):
+    """Append rows to a table of a SigV4-signed Iceberg REST catalog, as an outside writer."""
+    import pyarrow as pa
+    from pyiceberg.catalog.rest import RestCatalog
+
+    props = {
+        "uri": args.uri,
+        "rest.sigv4-enabled": "true",
+        "rest.signing-name": args.signing_name,
+        "rest.signing-region": args.s3_region or "us-east-1",
+        "client.access-key-id": args.s3_key,
+        "client.secret-access-key": args.s3_secret,
+        "client.region": args.s3_region or "us-east-1",
+    }
+    if args.warehouse:
+        props["warehouse"] = args.warehouse
+    props.update(s3_properties(args))
+    catalog = RestCatalog("rest", **props)
     table = catalog.load_table(args.table)
+    rows = json.loads(args.rows)
+    table.append(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+    table = catalog.load_table(args.table)
+    emit({"metadata_location": table.metadata_location,
+          "snapshot_id": table.metadata.current_snapshot_id,
+          "rows_written": len(rows)})
+
+
+def describe_table(table, args):
+    """Schema, snapshots and rows of a pyiceberg table, as one JSON document."""
     md = table.metadata
     schema = table.schema()
 
@@ -610,6 +676,26 @@ def build_parser():
     _add_s3(a)
     a.add_argument("--rows", required=True, help='JSON list of row objects, e.g. [{"id": 1}]')
     a.set_defaults(func=cmd_pyiceberg_append)
+
+    st = sub.add_parser("pyiceberg-static",
+                        help="open a table from its metadata.json with pyiceberg StaticTable")
+    st.add_argument("--metadata", required=True,
+                    help="metadata.json location: local path, file:// URL or s3://bucket/key")
+    st.add_argument("--files", action="store_true",
+                    help="also describe the current snapshot's files (codec, bounds)")
+    _add_s3(st)
+    _add_read_opts(st)
+    st.set_defaults(func=cmd_pyiceberg_static)
+
+    ra = sub.add_parser("pyiceberg-rest-append",
+                        help="append JSON rows to a table of a SigV4 Iceberg REST catalog")
+    ra.add_argument("--uri", required=True, help="the REST catalog's base URI")
+    ra.add_argument("--warehouse", help="warehouse (e.g. s3://table-bucket)")
+    ra.add_argument("--table", required=True, help="namespace.table")
+    ra.add_argument("--signing-name", default="s3tables", help="SigV4 signing name")
+    _add_s3(ra)
+    ra.add_argument("--rows", required=True, help='JSON list of row objects, e.g. [{"id": 1}]')
+    ra.set_defaults(func=cmd_pyiceberg_rest_append)
     return ap
 
 

@@ -1,0 +1,144 @@
+//! buffer: one table's changes since its last flush, deduplicated by primary key (last change
+//! wins; Debezium keys land in one partition, so partition order is event order for a key).
+//!
+//! Merging two changes of one key keeps what the commit needs to know: an insert followed by
+//! updates stays an insert (the key is new), an insert followed by a delete leaves nothing,
+//! and an unchanged (TOASTed) column takes the value of the previous image in the window.
+//! A column that stays unchanged is resolved later against the table, never written as the
+//! placeholder. The buffer never talks to Kafka, staging or the catalog.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::commit::CommittedOffsets;
+use crate::decode::{Change, Datum, Op};
+
+#[derive(Debug, Default)]
+pub struct TableBuffer {
+    /// In arrival order; `None` where a later change cancelled the key's changes.
+    changes: Vec<Option<Change>>,
+    by_key: HashMap<String, usize>,
+    live: usize,
+    bytes: usize,
+    opened: Option<Instant>,
+    /// Positions consumed for this table since the last flush, including records that
+    /// produced no row (tombstones after deletes, skipped bad records).
+    offsets: CommittedOffsets,
+}
+
+/// A flushed buffer: the changes in order and the positions they cover.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    pub changes: Vec<Change>,
+    pub offsets: CommittedOffsets,
+}
+
+impl TableBuffer {
+    /// Rows waiting for a flush.
+    pub fn rows(&self) -> usize {
+        self.live
+    }
+
+    /// Approximate memory held (the size of the records the changes came from).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// When the oldest waiting change or position arrived.
+    pub fn opened(&self) -> Option<Instant> {
+        self.opened
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0 && self.offsets.is_empty()
+    }
+
+    /// Records that `topic`/`partition` was read up to `offset` with nothing to apply.
+    pub fn note_position(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.offsets.advance(topic, partition, offset + 1);
+        self.opened.get_or_insert_with(Instant::now);
+    }
+
+    /// Adds a change; `record_bytes` is the size of the Kafka record it came from.
+    pub fn push(&mut self, mut change: Change, record_bytes: usize) {
+        self.note_position(
+            &change.position.topic,
+            change.position.partition,
+            change.position.offset,
+        );
+        self.bytes += record_bytes;
+        if change.key.is_empty() || change.op == Op::Truncate {
+            // Append-only tables and truncates are never merged.
+            self.changes.push(Some(change));
+            self.live += 1;
+            return;
+        }
+        let key = key_of(&change.key);
+        let Some(&at) = self.by_key.get(&key) else {
+            self.by_key.insert(key, self.changes.len());
+            self.changes.push(Some(change));
+            self.live += 1;
+            return;
+        };
+        let previous = self.changes[at].take();
+        self.live -= usize::from(previous.is_some());
+        if let Some(previous) = previous {
+            fill_unchanged(&mut change, &previous);
+            let first_was_insert = previous.op == Op::Create;
+            match change.op {
+                Op::Delete if first_was_insert => {
+                    // Inserted and deleted within the window: nothing to write. The key's slot
+                    // is freed so a later re-insert starts afresh.
+                    self.by_key.remove(&key);
+                    return;
+                }
+                Op::Update | Op::Read | Op::Create if first_was_insert => change.op = Op::Create,
+                // The key may be in the table (it was updated or deleted in this window), so a
+                // re-insert must still replace the table's row.
+                Op::Create => change.op = Op::Update,
+                _ => {}
+            }
+        }
+        // The merged change takes the latest position in arrival order.
+        self.by_key.insert(key, self.changes.len());
+        self.changes.push(Some(change));
+        self.live += 1;
+    }
+
+    /// Empties the buffer.
+    pub fn take(&mut self) -> Flushed {
+        let changes = std::mem::take(&mut self.changes)
+            .into_iter()
+            .flatten()
+            .collect();
+        self.by_key.clear();
+        self.live = 0;
+        self.bytes = 0;
+        self.opened = None;
+        Flushed {
+            changes,
+            offsets: std::mem::take(&mut self.offsets),
+        }
+    }
+}
+
+/// A map key for a primary key. Datum has floats, so it is neither `Eq` nor `Hash`; its debug
+/// form is exact for every variant.
+fn key_of(key: &[Datum]) -> String {
+    format!("{key:?}")
+}
+
+/// Takes unchanged (TOASTed) columns of `change` from the previous image of the same key.
+fn fill_unchanged(change: &mut Change, previous: &Change) {
+    let (Some(after), Some(prev)) = (change.after.as_mut(), previous.after.as_ref()) else {
+        return;
+    };
+    if change.schema.columns() != previous.schema.columns() {
+        return;
+    }
+    for (value, old) in after.iter_mut().zip(prev) {
+        if matches!(value, Datum::Unchanged) && !matches!(old, Datum::Unchanged) {
+            *value = old.clone();
+        }
+    }
+}

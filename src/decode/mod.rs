@@ -1,0 +1,199 @@
+//! decode: Debezium change records from Kafka into typed changes, and changes into Arrow
+//! batches with Iceberg field ids.
+//!
+//! [`Decoder::decode`] turns one Kafka record into a [`Change`]: destination table, [`Op`],
+//! primary key, row images as typed [`Datum`]s, [`SourceInfo`] and the [`KafkaPosition`]. It
+//! reads Debezium's envelope (`before`/`after`/`op`/`source`) with or without the Connect
+//! `schema`/`payload` wrapper ([`envelope`]), or rows flattened by ExtractNewRecordState
+//! ([`flattened`]); without a schema, types come from the values or from the existing table
+//! ([`infer`]). [`arrow::to_batches`] makes Arrow batches of changes; [`ErrorPolicy`] is what
+//! happens to a record that cannot be decoded.
+//!
+//! This module never talks to a catalog or buffers rows across records, and never resolves an
+//! unchanged (TOASTed) column: that needs the previous image or the table, which the runtime
+//! has. It must never parse the Connect `schema` of every message into a tree: schemas are
+//! compiled once and found again by their bytes (DESIGN.md, "Performance").
+
+pub mod arrow;
+mod envelope;
+mod error;
+mod flattened;
+mod infer;
+mod logical;
+pub mod policy;
+mod schema;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use crate::config::TableName;
+
+pub use self::arrow::{BatchError, BatchPart, ChangeBatch, to_batches};
+pub use envelope::Decoder;
+pub use error::{DecodeError, DecodeErrorKind, RecordPart};
+pub use logical::{Datum, UNAVAILABLE_VALUE};
+pub use policy::{ErrorPolicy, PolicyError, PolicyOutcome};
+pub use schema::{Codec, Field, RowSchema, TableSchema};
+
+/// One Kafka record as the decoder and the error policy see it. Borrowed from the consumer's
+/// message; nothing is copied until a change is built.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, when the broker has one.
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    /// `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+impl<'a> KafkaRecord<'a> {
+    pub fn from_message<M: rdkafka::Message>(message: &'a M) -> Self {
+        use rdkafka::message::Headers as _;
+        let headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default();
+        KafkaRecord {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key: message.key(),
+            value: message.payload(),
+            headers,
+        }
+    }
+
+    pub(crate) fn error(&self, reason: DecodeErrorKind) -> DecodeError {
+        DecodeError {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            reason,
+        }
+    }
+}
+
+/// Where a change came from in Kafka: what the table's snapshot records as consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaPosition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+}
+
+/// Debezium's `op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `c`: a row was inserted.
+    Create,
+    /// `u`: a row was updated.
+    Update,
+    /// `d`, or a tombstone: a row was deleted.
+    Delete,
+    /// `r`: a row read by a snapshot.
+    Read,
+    /// `t`: the table was truncated.
+    Truncate,
+}
+
+impl Op {
+    pub fn from_code(code: &str) -> Option<Op> {
+        Some(match code {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            "t" => Op::Truncate,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+        }
+    }
+}
+
+/// Debezium's `source` block: where and when the change happened in the source database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub connector: Option<String>,
+    /// The connector's logical server name (`topic.prefix`).
+    pub name: Option<String>,
+    /// When the change was committed in the source database.
+    pub ts_ms: Option<i64>,
+    pub db: Option<String>,
+    pub schema: Option<String>,
+    pub table: Option<String>,
+    /// `true`, `first`, `last`, `incremental`... for snapshot reads; `false` or absent otherwise.
+    pub snapshot: Option<String>,
+    pub position: Option<SourcePosition>,
+}
+
+/// The change's position in the source database's log, where the connector reports one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePosition {
+    /// PostgreSQL: the WAL log sequence number and transaction id.
+    Lsn { lsn: i64, tx_id: Option<i64> },
+    /// MySQL: binlog file, position, row within the event, GTID.
+    Binlog {
+        file: String,
+        pos: i64,
+        row: Option<i64>,
+        gtid: Option<String>,
+    },
+    /// SQL Server: commit and change LSNs (as Debezium writes them, "00000027:00000758:0003").
+    SqlServer {
+        commit_lsn: Option<String>,
+        change_lsn: Option<String>,
+        event_serial_no: Option<i64>,
+    },
+}
+
+/// One decoded change to one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub table: TableName,
+    pub op: Op,
+    /// The columns the row images are laid out by. Shared by every change with the same
+    /// schema; a different `Arc` that compares equal is the same schema.
+    pub schema: Arc<TableSchema>,
+    /// The primary key values, in the order of `schema.primary_key()`; never null. Empty for
+    /// an append-only table and for a truncate.
+    pub key: Vec<Datum>,
+    /// The row before the change (updates and deletes, when the source sends it), one datum
+    /// per column of `schema`.
+    pub before: Option<Vec<Datum>>,
+    /// The row after the change (creates, updates, snapshot reads).
+    pub after: Option<Vec<Datum>>,
+    pub source: SourceInfo,
+    /// When Debezium processed the change (the envelope's `ts_ms`).
+    pub event_ts_ms: Option<i64>,
+    pub position: KafkaPosition,
+}
+
+/// What one record decodes to.
+// Boxing the change would cost an allocation per record on the hot path; the value is
+// matched and moved on right away, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Change(Change),
+    /// The tombstone Debezium sends right after a delete of the same key in the same
+    /// partition: the delete was already decoded, so this one changes nothing. The offset
+    /// still counts as consumed.
+    TombstoneAfterDelete(KafkaPosition),
+}

@@ -1,0 +1,32 @@
+//! Crash points for crash-safety tests: `FLOE_TEST_ABORT_AT=<point>[:<n>]` makes the process
+//! abort (like a SIGKILL: no flush, no cleanup) the n-th time (default first) it passes the
+//! named point. Points: `staged` (a delta is staged, its commit not done), `table-committed`
+//! (the table commit is done, the Kafka offsets are not). Unset, a point costs one atomic load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const ENV: &str = "FLOE_TEST_ABORT_AT";
+
+fn spec() -> &'static Option<(String, u32)> {
+    static SPEC: OnceLock<Option<(String, u32)>> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let raw = std::env::var(ENV).ok()?;
+        let (point, nth) = match raw.split_once(':') {
+            Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
+            None => (raw, 1),
+        };
+        Some((point, nth.max(1)))
+    })
+}
+
+pub fn point(name: &str) {
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    if let Some((at, nth)) = spec()
+        && at == name
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+    {
+        eprintln!("{ENV}: aborting at {name}");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,584 @@
+//! runtime: `floe run`. Wires the stages together in one loop: Kafka records are decoded,
+//! buffered per table, flushed to staged deltas on rows / bytes / interval, and committed per
+//! table on the commit interval; group offsets are committed to Kafka only after the table
+//! commit that holds them.
+//!
+//! Exactly once: the table is the record of what was applied. After a crash or a rebalance the
+//! consumer resumes from the group's committed offsets, which never run ahead of the tables,
+//! and the commit engine drops every re-read change the table already holds.
+//!
+//! Rebalances are a protocol, not a callback side effect: the consumer context only forwards
+//! them over a channel; the loop drops in-flight work when partitions are revoked (it will be
+//! re-read by whoever owns them next) before it handles another record.
+
+mod context;
+mod fault;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::buffer::TableBuffer;
+use crate::commit::{
+    CommitEngine, CommitError, CommitSettings, CommittedOffsets, FileSettings, TableChanges,
+    TableSpec,
+};
+use crate::config::{Config, TableName, TopicSelection};
+use crate::decode::{BatchPart, Decoded, Decoder, ErrorPolicy, KafkaRecord, PolicyError};
+use crate::stage::{StageError, StagedDelta, Stager};
+use crate::telemetry::{Metrics, TableOp};
+use context::{RebalanceEvent, RebalanceForwarder};
+
+/// Why `floe run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Policy(#[from] Box<PolicyError>),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("shutdown: could not flush and commit within the drain timeout ({0:?})")]
+    DrainTimeout(Duration),
+}
+
+/// What a run did, for logs and tests.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    pub records: u64,
+    pub commits: u64,
+    pub rows_written: u64,
+}
+
+#[derive(Default)]
+struct TableState {
+    buffer: TableBuffer,
+    staged: Vec<StagedDelta>,
+    /// Positions covered by `staged` (and by flushes that produced no rows).
+    staged_offsets: CommittedOffsets,
+    /// The primary key the decoder found for the table (Kafka key or configured override).
+    primary_key: Vec<String>,
+    /// Consecutive failed commits, for backoff.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+pub struct Runtime {
+    config: Config,
+    consumer: Arc<StreamConsumer<RebalanceForwarder>>,
+    events: std::sync::mpsc::Receiver<RebalanceEvent>,
+    decoder: Decoder,
+    policy: ErrorPolicy,
+    engine: CommitEngine,
+    stager: Stager,
+    tables: HashMap<TableName, TableState>,
+    summary: RunSummary,
+    metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    pub async fn new(config: Config) -> Result<Self, RuntimeError> {
+        let (tx, events) = std::sync::mpsc::channel();
+        let metrics = Arc::new(Metrics::default());
+        let mut consumer_config = crate::source::consumer_config(&config.kafka);
+        if consumer_config.get("statistics.interval.ms").is_none() {
+            // librdkafka reports consumer lag per partition in its statistics.
+            consumer_config.set("statistics.interval.ms", "15000");
+        }
+        let consumer: StreamConsumer<RebalanceForwarder> = consumer_config
+            .create_with_context(RebalanceForwarder::new(tx, metrics.clone()))?;
+        let catalog = crate::catalog::open_catalog(&config.catalog)
+            .await
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let engine = CommitEngine::new(
+            catalog,
+            CommitSettings::new(
+                config.kafka.group_id.clone(),
+                FileSettings {
+                    target_file_size: config.flush.target_file_size,
+                    zstd_level: config.flush.zstd_level,
+                },
+            ),
+        );
+        let stager = Stager::open(&config.staging, &uuid::Uuid::new_v4().to_string()).await?;
+        let policy = ErrorPolicy::new(&config.errors, &config.kafka)?;
+        let decoder = Decoder::new(&config.decode, &config.tables);
+        Ok(Runtime {
+            config,
+            consumer: Arc::new(consumer),
+            events,
+            decoder,
+            policy,
+            engine,
+            stager,
+            tables: HashMap::new(),
+            summary: RunSummary::default(),
+            metrics,
+        })
+    }
+
+    /// The metrics this runtime updates (shared with the HTTP endpoints).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Consumes until `shutdown` completes, then flushes, commits and returns.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunSummary, RuntimeError> {
+        match &self.config.kafka.topics {
+            TopicSelection::List(topics) => {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                self.consumer.subscribe(&topics)?;
+            }
+            // librdkafka subscribes to a pattern when the name starts with `^`.
+            TopicSelection::Regex(re) => {
+                let pattern = if re.as_str().starts_with('^') {
+                    re.as_str().to_string()
+                } else {
+                    format!("^{}", re.as_str())
+                };
+                self.consumer.subscribe(&[&pattern])?;
+            }
+        }
+        let server = if self.config.metrics.enabled {
+            Some(
+                crate::telemetry::serve(self.config.metrics.listen, self.metrics.clone())
+                    .await
+                    .map_err(|e| {
+                        RuntimeError::Setup(format!(
+                            "metrics.listen {}: {e}",
+                            self.config.metrics.listen
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
+        tracing::info!(group = %self.config.kafka.group_id, catalog = self.config.catalog.kind(), "floe run started");
+        let mut flush_tick = tokio::time::interval(tick_of(self.config.flush.interval));
+        let mut commit_tick = tokio::time::interval(self.config.flush.commit_interval);
+        commit_tick.tick().await;
+        tokio::pin!(shutdown);
+        let consumer = self.consumer.clone();
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                _ = commit_tick.tick() => {
+                    if let Err(e) = self.commit_all(false).await { break Err(e) }
+                }
+                _ = flush_tick.tick() => {
+                    if let Err(e) = self.flush_due().await { break Err(e) }
+                }
+                message = consumer.recv() => {
+                    // Rebalance callbacks run inside that poll: act on them before the record.
+                    self.handle_rebalances().await;
+                    match message {
+                        Ok(m) => {
+                            let m = detach(m);
+                            if let Err(e) = self.handle_record(&m).await { break Err(e) }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka consumer error; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+        };
+        self.metrics.set_ready(false);
+        let result = self.finish(outcome).await;
+        if let Some(server) = server {
+            server.abort();
+        }
+        result
+    }
+
+    async fn finish(&mut self, outcome: Result<(), RuntimeError>) -> Result<RunSummary, RuntimeError> {
+        match outcome {
+            Ok(()) => {
+                tracing::info!("shutting down: flushing and committing");
+                let drain = self.config.flush.drain_timeout;
+                match tokio::time::timeout(drain, self.commit_all(true)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(RuntimeError::DrainTimeout(drain)),
+                }
+                self.consumer.unsubscribe();
+                tracing::info!(records = self.summary.records, commits = self.summary.commits, "floe run stopped");
+                Ok(self.summary.clone())
+            }
+            Err(e) => {
+                // Nothing after the failure is acknowledged; what was committed stays.
+                self.consumer.unsubscribe();
+                Err(e)
+            }
+        }
+    }
+
+    async fn handle_rebalances(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                RebalanceEvent::Revoked(partitions) => {
+                    tracing::info!(?partitions, "partitions revoked: dropping uncommitted work; it will be re-read");
+                    let tables = std::mem::take(&mut self.tables);
+                    for state in tables.into_values() {
+                        for delta in &state.staged {
+                            self.stager.delete(delta).await;
+                        }
+                    }
+                }
+                RebalanceEvent::Assigned(partitions) => {
+                    tracing::info!(?partitions, "partitions assigned");
+                    self.metrics.set_ready(true);
+                }
+                RebalanceEvent::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            }
+        }
+    }
+
+    async fn handle_record(&mut self, message: &OwnedRecord) -> Result<(), RuntimeError> {
+        self.summary.records += 1;
+        let record = message.record();
+        let bytes = message.value.as_ref().map_or(0, Vec::len) + message.key.as_ref().map_or(0, Vec::len);
+        let table = match self.decoder.decode(&record) {
+            Ok(Decoded::Change(change)) => {
+                let table = change.table.clone();
+                self.metrics
+                    .events
+                    .get_or_create(&TableOp {
+                        table: table.to_string(),
+                        op: change.op.code().to_string(),
+                    })
+                    .inc();
+                let state = self.tables.entry(table.clone()).or_default();
+                if state.primary_key.is_empty() {
+                    state.primary_key = change
+                        .schema
+                        .primary_key_names()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect();
+                }
+                state.buffer.push(change, bytes);
+                table
+            }
+            Ok(Decoded::TombstoneAfterDelete(position)) => {
+                let table = self.route(&position.topic)?;
+                self.metrics
+                    .events
+                    .get_or_create(&TableOp {
+                        table: table.to_string(),
+                        op: "tombstone".to_string(),
+                    })
+                    .inc();
+                self.tables.entry(table.clone()).or_default().buffer.note_position(
+                    &position.topic,
+                    position.partition,
+                    position.offset,
+                );
+                table
+            }
+            Err(error) => {
+                let table = self.route(record.topic)?;
+                self.metrics.error("decode", error.reason.label());
+                match self.policy.handle(error, &record).await {
+                    Ok(_) => {
+                        self.tables.entry(table.clone()).or_default().buffer.note_position(
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                        );
+                        table
+                    }
+                    Err(e) => {
+                        // Commit what came before the bad record, then stop before it.
+                        self.commit_all(true).await?;
+                        return Err(Box::new(e).into());
+                    }
+                }
+            }
+        };
+        let flush = self.config.flush;
+        let state = &self.tables[&table];
+        if state.buffer.rows() >= flush.max_rows || state.buffer.bytes() as u64 >= flush.max_bytes {
+            self.flush_table(&table).await?;
+        }
+        let buffered: u64 = self.tables.values().map(|s| s.buffer.bytes() as u64).sum();
+        if buffered >= flush.max_buffered_bytes {
+            // Staging frees the memory; reading waits meanwhile, so buffers never grow past
+            // the limit (librdkafka's own prefetch queue is bounded separately).
+            self.flush_all().await?;
+        }
+        Ok(())
+    }
+
+    fn route(&self, topic: &str) -> Result<TableName, RuntimeError> {
+        self.config
+            .tables
+            .route(topic)
+            .map_err(|e| RuntimeError::Setup(format!("topic {topic}: {e}")))
+    }
+
+    async fn flush_due(&mut self) -> Result<(), RuntimeError> {
+        let interval = self.config.flush.interval;
+        let due: Vec<TableName> = self
+            .tables
+            .iter()
+            .filter(|(_, s)| s.buffer.opened().is_some_and(|t| t.elapsed() >= interval))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for table in due {
+            self.flush_table(&table).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&mut self) -> Result<(), RuntimeError> {
+        let tables: Vec<TableName> = self.tables.keys().cloned().collect();
+        for table in tables {
+            self.flush_table(&table).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_table(&mut self, table: &TableName) -> Result<(), RuntimeError> {
+        let Some(state) = self.tables.get_mut(table) else {
+            return Ok(());
+        };
+        if state.buffer.is_empty() {
+            return Ok(());
+        }
+        let flushed = state.buffer.take();
+        let parts = crate::decode::to_batches(&flushed.changes)
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        for part in parts {
+            match part {
+                BatchPart::Rows(rows) => {
+                    let delta = self.stager.write(table, &[rows.batch]).await?;
+                    tracing::debug!(%table, rows = delta.rows, bytes = delta.bytes, location = %delta.location, "staged");
+                    state.staged.push(delta);
+                    fault::point("staged");
+                }
+                BatchPart::Truncate { position, .. } => {
+                    tracing::warn!(
+                        %table,
+                        topic = %position.topic,
+                        partition = position.partition,
+                        offset = position.offset,
+                        "truncate events are not applied yet; the table keeps its rows"
+                    );
+                }
+            }
+        }
+        state.staged_offsets.merge(&flushed.offsets);
+        self.update_buffer_gauges();
+        Ok(())
+    }
+
+    /// Flushes every buffer and commits every table with staged work. With `force`, tables
+    /// waiting for a retry are committed now too, and failures are returned.
+    async fn commit_all(&mut self, force: bool) -> Result<(), RuntimeError> {
+        self.flush_all().await?;
+        let tables: Vec<TableName> = self.tables.keys().cloned().collect();
+        for table in tables {
+            let state = &self.tables[&table];
+            if state.staged.is_empty() && state.staged_offsets.is_empty() {
+                continue;
+            }
+            if !force && state.retry_at.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            match self.commit_table(&table).await {
+                Ok(()) => {}
+                Err(RuntimeError::Commit(e)) if e.is_retryable() && !force => {
+                    self.metrics.error("commit", "retryable");
+                    let state = self.tables.get_mut(&table).expect("table state exists");
+                    state.failures += 1;
+                    let wait = Duration::from_secs(1 << state.failures.min(6));
+                    state.retry_at = Some(Instant::now() + wait);
+                    tracing::warn!(%table, error = %e, retry_in = ?wait, "commit failed; will retry");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_table(&mut self, table: &TableName) -> Result<(), RuntimeError> {
+        let state = self.tables.get_mut(table).expect("table state exists");
+        let mut batches = Vec::new();
+        for delta in &state.staged {
+            batches.extend(self.stager.read(delta).await?);
+        }
+        let offsets = state.staged_offsets.clone();
+        if !batches.is_empty() {
+            let settings = self.config.tables.settings(table);
+            let spec = TableSpec {
+                name: table.clone(),
+                primary_key: settings
+                    .primary_key
+                    .clone()
+                    .unwrap_or_else(|| state.primary_key.clone()),
+                properties: settings.properties.clone(),
+            };
+            let started = Instant::now();
+            let outcome = self
+                .engine
+                .commit(
+                    &spec,
+                    TableChanges {
+                        batches,
+                        offsets: offsets.clone(),
+                    },
+                )
+                .await?;
+            let label = Metrics::table(&outcome.table);
+            self.metrics.commits.get_or_create(&label).inc();
+            self.metrics
+                .rows_committed
+                .get_or_create(&label)
+                .inc_by(outcome.rows_written);
+            self.metrics
+                .keys_deleted
+                .get_or_create(&label)
+                .inc_by(outcome.keys_deleted);
+            self.metrics
+                .commit_duration
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            tracing::info!(
+                table = %outcome.table,
+                snapshot = outcome.snapshot_id,
+                rows = outcome.rows_written,
+                deleted_keys = outcome.keys_deleted,
+                data_files = outcome.data_files,
+                delete_files = outcome.delete_files,
+                attempts = outcome.attempts,
+                seconds = started.elapsed().as_secs_f64(),
+                "committed"
+            );
+            self.summary.commits += 1;
+            self.summary.rows_written += outcome.rows_written;
+        }
+        fault::point("table-committed");
+        // Only now may Kafka hear that these records are done.
+        self.commit_kafka_offsets(&offsets);
+        let state = self.tables.get_mut(table).expect("table state exists");
+        let staged = std::mem::take(&mut state.staged);
+        state.staged_offsets = CommittedOffsets::default();
+        state.failures = 0;
+        state.retry_at = None;
+        for delta in &staged {
+            self.stager.delete(delta).await;
+        }
+        self.update_buffer_gauges();
+        Ok(())
+    }
+
+    fn update_buffer_gauges(&self) {
+        let staged: u64 = self
+            .tables
+            .values()
+            .flat_map(|s| s.staged.iter().map(|d| d.bytes))
+            .sum();
+        let buffered: usize = self.tables.values().map(|s| s.buffer.bytes()).sum();
+        self.metrics.staged_bytes.set(staged as i64);
+        self.metrics.buffered_bytes.set(buffered as i64);
+    }
+
+    fn commit_kafka_offsets(&self, offsets: &CommittedOffsets) {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partitions) in &offsets.0 {
+            for (partition, next) in partitions {
+                if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                    tracing::warn!(%topic, partition, error = %e, "bad offset");
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        // A failure here is harmless: the table holds the offsets, and whatever is re-read
+        // after a restart is skipped by the commit engine.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "committing offsets to Kafka failed; the tables hold them");
+        }
+    }
+}
+
+/// Flush checks run a few times per interval so a buffer is not held much past its age.
+fn tick_of(interval: Duration) -> Duration {
+    (interval / 4).max(Duration::from_millis(50))
+}
+
+/// A record copied out of librdkafka's buffer, so the consumer can be polled again while the
+/// record is handled (and no librdkafka handle outlives the consumer).
+struct OwnedRecord {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+fn detach(m: BorrowedMessage<'_>) -> OwnedRecord {
+    let record = KafkaRecord::from_message(&m);
+    OwnedRecord {
+        topic: record.topic.to_string(),
+        partition: record.partition,
+        offset: record.offset,
+        timestamp: record.timestamp,
+        key: record.key.map(<[u8]>::to_vec),
+        value: record.value.map(<[u8]>::to_vec),
+        headers: record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+            .collect(),
+    }
+}
+
+impl OwnedRecord {
+    fn record(&self) -> KafkaRecord<'_> {
+        KafkaRecord {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect(),
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,246 @@
+//! stage: each flush of a table's buffer becomes one Parquet delta file (every change with
+//! its op and Kafka position) in the staging area: an S3 bucket with an expiration rule, or a
+//! local directory for the local catalog. Staging frees memory between commits and lets one
+//! commit cover many flushes.
+//!
+//! A staged delta is only a cache of what Kafka still holds: nothing is acknowledged to Kafka
+//! before the table commit, so a lost or left-over delta never loses or duplicates a change.
+//! Deltas are deleted after their commit; the bucket's lifecycle rule catches leftovers.
+
+use std::path::PathBuf;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::config::{StagingConfig, TableName};
+
+#[derive(Debug, thiserror::Error)]
+#[error("staging {location}: {message}")]
+pub struct StageError {
+    pub location: String,
+    pub message: String,
+}
+
+fn stage_err(location: impl Into<String>, message: impl std::fmt::Display) -> StageError {
+    StageError {
+        location: location.into(),
+        message: message.to_string(),
+    }
+}
+
+/// One staged flush of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedDelta {
+    pub table: TableName,
+    pub location: String,
+    pub rows: usize,
+    pub bytes: u64,
+}
+
+/// Where staged deltas live.
+pub enum Stager {
+    Local {
+        dir: PathBuf,
+    },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl std::fmt::Debug for Stager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stager::Local { dir } => write!(f, "Stager::Local({})", dir.display()),
+            Stager::S3 { bucket, prefix, .. } => write!(f, "Stager::S3(s3://{bucket}/{prefix})"),
+        }
+    }
+}
+
+impl Stager {
+    /// A stager for `config`; `instance` keeps this process's files apart from other
+    /// replicas' in a shared location.
+    pub async fn open(config: &StagingConfig, instance: &str) -> Result<Self, StageError> {
+        match config {
+            StagingConfig::Local { directory } => {
+                let dir = directory.join(instance);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| stage_err(dir.display().to_string(), e))?;
+                Ok(Stager::Local { dir })
+            }
+            StagingConfig::S3(s3) => {
+                let sdk = crate::catalog::aws::load_sdk_config(
+                    s3.region.as_deref().unwrap_or("us-east-1"),
+                )
+                .await;
+                let region = s3
+                    .region
+                    .clone()
+                    .or_else(|| sdk.region().map(|r| r.to_string()))
+                    .unwrap_or_else(|| "us-east-1".into());
+                let client = crate::catalog::aws::s3_client(
+                    &sdk,
+                    &region,
+                    s3.endpoint.as_deref(),
+                    s3.force_path_style,
+                );
+                let prefix = if s3.prefix.is_empty() {
+                    instance.to_string()
+                } else {
+                    format!("{}/{instance}", s3.prefix)
+                };
+                Ok(Stager::S3 {
+                    client,
+                    bucket: s3.bucket.clone(),
+                    prefix,
+                })
+            }
+        }
+    }
+
+    /// Writes `batches` (one table's changes, in order) as one zstd Parquet file.
+    pub async fn write(
+        &self,
+        table: &TableName,
+        batches: &[RecordBatch],
+    ) -> Result<StagedDelta, StageError> {
+        let name = format!("{table}/{}.parquet", uuid::Uuid::new_v4());
+        let body = encode(batches).map_err(|e| stage_err(&name, e))?;
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let bytes = body.len() as u64;
+        let location = match self {
+            Stager::Local { dir } => {
+                let path = dir.join(&name);
+                let tmp = path.with_extension("parquet.tmp");
+                let location = path.display().to_string();
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| stage_err(&location, e))?;
+                }
+                tokio::fs::write(&tmp, &body)
+                    .await
+                    .map_err(|e| stage_err(&location, e))?;
+                tokio::fs::rename(&tmp, &path)
+                    .await
+                    .map_err(|e| stage_err(&location, e))?;
+                location
+            }
+            Stager::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let key = format!("{prefix}/{name}");
+                let location = format!("s3://{bucket}/{key}");
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .body(body.into())
+                    .send()
+                    .await
+                    .map_err(|e| stage_err(&location, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                location
+            }
+        };
+        Ok(StagedDelta {
+            table: table.clone(),
+            location,
+            rows,
+            bytes,
+        })
+    }
+
+    pub async fn read(&self, delta: &StagedDelta) -> Result<Vec<RecordBatch>, StageError> {
+        let body: Bytes = match self {
+            Stager::Local { .. } => tokio::fs::read(&delta.location)
+                .await
+                .map_err(|e| stage_err(&delta.location, e))?
+                .into(),
+            Stager::S3 { client, bucket, .. } => {
+                let key = self.key_of(delta)?;
+                client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        stage_err(&delta.location, aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| stage_err(&delta.location, e))?
+                    .into_bytes()
+            }
+        };
+        decode(body).map_err(|e| stage_err(&delta.location, e))
+    }
+
+    /// Removes a committed delta. A failure is logged, not returned: the lifecycle rule (or,
+    /// locally, the next cleanup) removes leftovers, and nothing reads them again.
+    pub async fn delete(&self, delta: &StagedDelta) {
+        let result = match self {
+            Stager::Local { .. } => tokio::fs::remove_file(&delta.location)
+                .await
+                .map_err(|e| e.to_string()),
+            Stager::S3 { client, bucket, .. } => match self.key_of(delta) {
+                Ok(key) => client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(location = %delta.location, %error, "could not delete a committed staged delta");
+        }
+    }
+
+    fn key_of<'a>(&self, delta: &'a StagedDelta) -> Result<&'a str, StageError> {
+        let Stager::S3 { bucket, .. } = self else {
+            return Err(stage_err(&delta.location, "not an S3 stager"));
+        };
+        delta
+            .location
+            .strip_prefix(&format!("s3://{bucket}/"))
+            .ok_or_else(|| stage_err(&delta.location, "not in the staging bucket"))
+    }
+}
+
+fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+    let first = batches.first().ok_or("nothing to stage")?;
+    // Staged deltas are read once, soon: the cheapest zstd level keeps flushes fast.
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| e.to_string())?))
+        .build();
+    let mut out = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, first.schema(), Some(props)).map_err(|e| e.to_string())?;
+    for batch in batches {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn decode(body: Bytes) -> Result<Vec<RecordBatch>, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(body)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
