@@ -226,7 +226,10 @@ mod tests {
             text.contains(r#"floe_events_total{table="inv.customers",op="c"} 3"#),
             "{text}"
         );
-        assert!(text.contains("floe_commit_duration_seconds_count"), "{text}");
+        assert!(
+            text.contains("floe_commit_duration_seconds_count"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"floe_errors_total{stage="decode",error_type="malformed_json"} 1"#),
             "{text}"

@@ -235,7 +235,9 @@ impl CommitEngine {
             Some(t) => (t, false),
             None => {
                 let first = changes.batches.first().map(|b| b.schema()).ok_or_else(|| {
-                    invalid("the table does not exist and there are no rows to create it from".into())
+                    invalid(
+                        "the table does not exist and there are no rows to create it from".into(),
+                    )
                 })?;
                 let data_schema = ArrowSchema::new(
                     first
@@ -251,8 +253,8 @@ impl CommitEngine {
 
         // Exactly once: rows at positions the table already holds are dropped here, whatever
         // the consumer re-read after a crash or a rebalance.
-        let held = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
-            .map_err(&invalid)?;
+        let held =
+            CommittedOffsets::of_table(&base.metadata, &self.settings.group).map_err(&invalid)?;
         let mut rows = Vec::with_capacity(changes.batches.len());
         let mut ops = Vec::new();
         let mut already_applied = 0usize;

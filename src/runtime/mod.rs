@@ -94,8 +94,8 @@ impl Runtime {
             // librdkafka reports consumer lag per partition in its statistics.
             consumer_config.set("statistics.interval.ms", "15000");
         }
-        let consumer: StreamConsumer<RebalanceForwarder> = consumer_config
-            .create_with_context(RebalanceForwarder::new(tx, metrics.clone()))?;
+        let consumer: StreamConsumer<RebalanceForwarder> =
+            consumer_config.create_with_context(RebalanceForwarder::new(tx, metrics.clone()))?;
         let catalog = crate::catalog::open_catalog(&config.catalog)
             .await
             .map_err(|e| RuntimeError::Setup(e.to_string()))?;
@@ -132,7 +132,10 @@ impl Runtime {
     }
 
     /// Consumes until `shutdown` completes, then flushes, commits and returns.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunSummary, RuntimeError> {
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunSummary, RuntimeError> {
         match &self.config.kafka.topics {
             TopicSelection::List(topics) => {
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -202,7 +205,10 @@ impl Runtime {
         result
     }
 
-    async fn finish(&mut self, outcome: Result<(), RuntimeError>) -> Result<RunSummary, RuntimeError> {
+    async fn finish(
+        &mut self,
+        outcome: Result<(), RuntimeError>,
+    ) -> Result<RunSummary, RuntimeError> {
         match outcome {
             Ok(()) => {
                 tracing::info!("shutting down: flushing and committing");
@@ -213,7 +219,11 @@ impl Runtime {
                     Err(_) => return Err(RuntimeError::DrainTimeout(drain)),
                 }
                 self.consumer.unsubscribe();
-                tracing::info!(records = self.summary.records, commits = self.summary.commits, "floe run stopped");
+                tracing::info!(
+                    records = self.summary.records,
+                    commits = self.summary.commits,
+                    "floe run stopped"
+                );
                 Ok(self.summary.clone())
             }
             Err(e) => {
@@ -228,7 +238,10 @@ impl Runtime {
         while let Ok(event) = self.events.try_recv() {
             match event {
                 RebalanceEvent::Revoked(partitions) => {
-                    tracing::info!(?partitions, "partitions revoked: dropping uncommitted work; it will be re-read");
+                    tracing::info!(
+                        ?partitions,
+                        "partitions revoked: dropping uncommitted work; it will be re-read"
+                    );
                     let tables = std::mem::take(&mut self.tables);
                     for state in tables.into_values() {
                         for delta in &state.staged {
@@ -248,7 +261,8 @@ impl Runtime {
     async fn handle_record(&mut self, message: &OwnedRecord) -> Result<(), RuntimeError> {
         self.summary.records += 1;
         let record = message.record();
-        let bytes = message.value.as_ref().map_or(0, Vec::len) + message.key.as_ref().map_or(0, Vec::len);
+        let bytes =
+            message.value.as_ref().map_or(0, Vec::len) + message.key.as_ref().map_or(0, Vec::len);
         let table = match self.decoder.decode(&record) {
             Ok(Decoded::Change(change)) => {
                 let table = change.table.clone();
@@ -280,11 +294,11 @@ impl Runtime {
                         op: "tombstone".to_string(),
                     })
                     .inc();
-                self.tables.entry(table.clone()).or_default().buffer.note_position(
-                    &position.topic,
-                    position.partition,
-                    position.offset,
-                );
+                self.tables
+                    .entry(table.clone())
+                    .or_default()
+                    .buffer
+                    .note_position(&position.topic, position.partition, position.offset);
                 table
             }
             Err(error) => {
@@ -292,11 +306,11 @@ impl Runtime {
                 self.metrics.error("decode", error.reason.label());
                 match self.policy.handle(error, &record).await {
                     Ok(_) => {
-                        self.tables.entry(table.clone()).or_default().buffer.note_position(
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                        );
+                        self.tables
+                            .entry(table.clone())
+                            .or_default()
+                            .buffer
+                            .note_position(record.topic, record.partition, record.offset);
                         table
                     }
                     Err(e) => {

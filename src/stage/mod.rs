@@ -223,7 +223,9 @@ fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
     let first = batches.first().ok_or("nothing to stage")?;
     // Staged deltas are read once, soon: the cheapest zstd level keeps flushes fast.
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| e.to_string())?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(|e| e.to_string())?,
+        ))
         .build();
     let mut out = Vec::new();
     let mut writer =

@@ -31,14 +31,26 @@ fn model(n: i64, all_to: Option<i64>) -> Value {
 
 fn produce(brokers: &str, topic: &str, count: i64, partitions: i32, update_all_to: Option<i64>) {
     let mut cmd = Command::new(support::python());
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fixtures/produce_sample.py"))
-        .args(["--brokers", brokers, "--topic", topic])
-        .args(["--count", &count.to_string(), "--partitions", &partitions.to_string()]);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/fixtures/produce_sample.py"
+    ))
+    .args(["--brokers", brokers, "--topic", topic])
+    .args([
+        "--count",
+        &count.to_string(),
+        "--partitions",
+        &partitions.to_string(),
+    ]);
     if let Some(v) = update_all_to {
         cmd.args(["--update-all-to", &v.to_string()]);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The consumers' session timeout: how long the broker waits before it gives a killed
@@ -141,7 +153,10 @@ path = "{}"
         }
         let data = data.canonicalize().unwrap();
         let out = Command::new(support::python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/iceberg_read.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/iceberg_read.py"
+            ))
             .args([
                 "pyiceberg-sql",
                 "--uri",
@@ -189,14 +204,23 @@ path = "{}"
         }
         let shown = last.map_or("none".into(), |v| {
             let rows = v.as_array().cloned().unwrap_or_default();
-            format!("{} rows, first {:?}", rows.len(), rows.iter().take(3).collect::<Vec<_>>())
+            format!(
+                "{} rows, first {:?}",
+                rows.len(),
+                rows.iter().take(3).collect::<Vec<_>>()
+            )
         });
         let others: Vec<String> = std::fs::read_dir(&self.root)
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("floe-") && n.ends_with(".log"))
-            .map(|n| format!("--- {n}:\n{}", std::fs::read_to_string(self.root.join(&n)).unwrap_or_default()))
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(self.root.join(&n)).unwrap_or_default()
+                )
+            })
             .collect();
         panic!(
             "table never matched the model ({} rows, first {:?}); last read: {shown}\nwaiting on {tag}; logs:\n{}",
@@ -301,8 +325,14 @@ fn streams_into_the_table_and_sigterm_drains_and_commits() {
         let line = format!("floe_events_total{{table=\"inventory.customers\",op=\"{op}\"}} {n}");
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
-    assert!(metrics.contains("floe_commits_total{table=\"inventory.customers\"}"), "{metrics}");
-    assert!(metrics.contains("floe_commit_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("floe_commits_total{table=\"inventory.customers\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("floe_commit_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
     // More changes, then SIGTERM before the next commit interval: the drain commits them.
     produce(&s.brokers, &s.topic, 300, 3, Some(2));
@@ -318,7 +348,10 @@ fn streams_into_the_table_and_sigterm_drains_and_commits() {
 
 #[test]
 fn a_killed_process_restarts_without_losing_or_repeating_changes() {
-    let s = Setup::new("run_crash", "interval = \"500ms\"\ncommit_interval = \"1s\"");
+    let s = Setup::new(
+        "run_crash",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+    );
     produce(&s.brokers, &s.topic, 200, 2, None);
     let mut first = s.start("a");
     s.wait_for(&model(200, None), &mut first, "a");
@@ -332,7 +365,11 @@ fn a_killed_process_restarts_without_losing_or_repeating_changes() {
     let mut second = s.start("b");
     s.wait_for(&model(200, Some(3)), &mut second, "b");
     signal(&second, "-TERM");
-    assert!(wait_exit(&mut second, Duration::from_secs(30)).success(), "{}", s.log("b"));
+    assert!(
+        wait_exit(&mut second, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("b")
+    );
     assert_eq!(s.rows().unwrap(), model(200, Some(3)));
 }
 
@@ -348,18 +385,30 @@ fn two_processes_in_one_group_share_the_partitions_and_hand_over() {
     std::thread::sleep(Duration::from_millis(800));
     // One member leaves midway; the other takes over its partitions.
     signal(&a, "-TERM");
-    assert!(wait_exit(&mut a, Duration::from_secs(30)).success(), "{}", s.log("a"));
+    assert!(
+        wait_exit(&mut a, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("a")
+    );
     produce(&s.brokers, &s.topic, 400, 4, Some(3));
     s.wait_for(&model(400, Some(3)), &mut b, "b");
     signal(&b, "-TERM");
-    assert!(wait_exit(&mut b, Duration::from_secs(30)).success(), "{}", s.log("b"));
+    assert!(
+        wait_exit(&mut b, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("b")
+    );
     assert_eq!(s.rows().unwrap(), model(400, Some(3)));
     for (committed, end) in s.kafka_offsets(4) {
         assert_eq!(committed, end);
     }
     // Both processes committed: the work was shared.
     for tag in ["a", "b"] {
-        assert!(s.log(tag).contains("\"committed\""), "process {tag} never committed:\n{}", s.log(tag));
+        assert!(
+            s.log(tag).contains("\"committed\""),
+            "process {tag} never committed:\n{}",
+            s.log(tag)
+        );
     }
 }
 
@@ -368,14 +417,20 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
 }
 
 #[test]
 fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact() {
-    let s = Setup::new("run_kills", "interval = \"300ms\"\ncommit_interval = \"600ms\"");
+    let s = Setup::new(
+        "run_kills",
+        "interval = \"300ms\"\ncommit_interval = \"600ms\"",
+    );
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -431,12 +486,20 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact() {
         let _ = wait_exit(&mut recovering, Duration::from_secs(10));
         kills += 1;
         await_eviction();
-        assert_eq!(s.rows().unwrap(), model(300, Some(round)), "after round {round}");
+        assert_eq!(
+            s.rows().unwrap(),
+            model(300, Some(round)),
+            "after round {round}"
+        );
     }
     let mut last = s.start("last");
     s.wait_for(&model(300, Some(8)), &mut last, "last");
     signal(&last, "-TERM");
-    assert!(wait_exit(&mut last, Duration::from_secs(30)).success(), "{}", s.log("last"));
+    assert!(
+        wait_exit(&mut last, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("last")
+    );
     assert_eq!(s.rows().unwrap(), model(300, Some(8)));
     for (committed, end) in s.kafka_offsets(3) {
         assert_eq!(committed, end);
