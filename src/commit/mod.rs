@@ -17,6 +17,7 @@ pub mod offsets;
 pub mod positions;
 pub mod schema;
 pub mod snapshot;
+pub mod toast;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -258,9 +259,11 @@ impl CommitEngine {
         let mut rows = Vec::with_capacity(changes.batches.len());
         let mut ops = Vec::new();
         let mut already_applied = 0usize;
+        let mut unchanged = Vec::new();
         for batch in &changes.batches {
             let (batch, dropped) = positions::drop_applied(batch, &held).map_err(&invalid)?;
             already_applied += dropped;
+            unchanged.extend(toast::unchanged_columns(&batch).map_err(&invalid)?);
             let schema = batch.schema();
             let op_index = schema
                 .index_of(OP_COLUMN)
@@ -292,6 +295,17 @@ impl CommitEngine {
             .map_err(&invalid)?;
         let combined = concat_batches(&target, &projected).map_err(|e| invalid(e.to_string()))?;
         let key_columns = key_column_indices(&table_schema, &target);
+        let (combined, unresolved) =
+            toast::resolve(&base, &target, combined, &ops, &key_columns, &unchanged)
+                .await
+                .map_err(|e| invalid(format!("unchanged (TOASTed) columns: {e}")))?;
+        if unresolved > 0 {
+            tracing::warn!(
+                table = %ident,
+                cells = unresolved,
+                "unchanged (TOASTed) values with no earlier image in the window or the table were left null"
+            );
+        }
         let table_is_empty = base.metadata.current_snapshot().is_none_or(|s| {
             s.summary()
                 .additional_properties

@@ -111,7 +111,18 @@ impl Runtime {
         );
         let stager = Stager::open(&config.staging, &uuid::Uuid::new_v4().to_string()).await?;
         let policy = ErrorPolicy::new(&config.errors, &config.kafka)?;
-        let decoder = Decoder::new(&config.decode, &config.tables);
+        let mut decoder = Decoder::new(&config.decode, &config.tables);
+        // Existing tables tell the decoder their column types (for records without a schema)
+        // and field ids; tables of regex-selected topics are registered on their first commit.
+        if let TopicSelection::List(topics) = &config.kafka.topics {
+            for topic in topics {
+                let table = config
+                    .tables
+                    .route(topic)
+                    .map_err(|e| RuntimeError::Setup(format!("topic {topic}: {e}")))?;
+                register_table(&engine, &mut decoder, &table).await?;
+            }
+        }
         Ok(Runtime {
             config,
             consumer: Arc::new(consumer),
@@ -482,6 +493,9 @@ impl Runtime {
             );
             self.summary.commits += 1;
             self.summary.rows_written += outcome.rows_written;
+            if outcome.created_table || outcome.schema_changed {
+                register_table(&self.engine, &mut self.decoder, table).await?;
+            }
         }
         fault::point("table-committed");
         // Only now may Kafka hear that these records are done.
@@ -527,6 +541,26 @@ impl Runtime {
             tracing::warn!(error = %e, "committing offsets to Kafka failed; the tables hold them");
         }
     }
+}
+
+/// Tells the decoder the table's current schema, if the table exists.
+async fn register_table(
+    engine: &CommitEngine,
+    decoder: &mut Decoder,
+    table: &TableName,
+) -> Result<(), RuntimeError> {
+    let ident = engine.ident(table)?;
+    let loaded = engine
+        .catalog()
+        .load_table(&ident)
+        .await
+        .map_err(|e| RuntimeError::Setup(format!("table {ident}: {e}")))?;
+    if let Some(loaded) = loaded {
+        decoder
+            .register_table(table, loaded.metadata.current_schema())
+            .map_err(RuntimeError::Setup)?;
+    }
+    Ok(())
 }
 
 /// Flush checks run a few times per interval so a buffer is not held much past its age.

@@ -91,3 +91,125 @@ async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
         ])
     );
 }
+
+fn with_id(field: arrow::datatypes::Field, id: i32) -> arrow::datatypes::Field {
+    field.with_metadata(std::collections::HashMap::from([(
+        "PARQUET:field_id".to_string(),
+        id.to_string(),
+    )]))
+}
+
+/// Changes with a `bio` column and the decoder's `_floe_unchanged` marker (field id 3 = bio).
+fn toast_changes(rows: &[(&str, i64, &str, Option<&str>)]) -> TableChanges {
+    use arrow::array::{Int32Builder, ListBuilder};
+    let element = with_id(Field::new("element", DataType::Int32, false), 2_147_482_002);
+    let schema = Arc::new(Schema::new(vec![
+        with_id(Field::new("id", DataType::Int64, false), 1),
+        with_id(Field::new("name", DataType::Utf8, true), 2),
+        with_id(Field::new("bio", DataType::Utf8, true), 3),
+        Field::new(OP_COLUMN, DataType::Utf8, false),
+        Field::new(
+            floe::decode::arrow::UNCHANGED_COLUMN,
+            DataType::List(Arc::new(element.clone())),
+            true,
+        ),
+    ]));
+    let mut unchanged = ListBuilder::new(Int32Builder::new()).with_field(Arc::new(element));
+    for r in rows {
+        if r.3.is_none() {
+            unchanged.values().append_value(3);
+            unchanged.append(true);
+        } else {
+            unchanged.append(false);
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.3))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(unchanged.finish()),
+    ];
+    TableChanges {
+        batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
+        offsets: CommittedOffsets::default(),
+    }
+}
+
+#[tokio::test]
+async fn unchanged_toasted_columns_keep_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let engine = CommitEngine::new(
+        Arc::new(LocalCatalog::open(&path).unwrap()),
+        CommitSettings::new(
+            "toast-test",
+            FileSettings {
+                target_file_size: 64 * 1024 * 1024,
+                zstd_level: 1,
+            },
+        ),
+    );
+    let spec = TableSpec {
+        name: "fmt.profiles".parse().unwrap(),
+        primary_key: vec!["id".into()],
+        properties: BTreeMap::new(),
+    };
+    engine
+        .commit(
+            &spec,
+            toast_changes(&[
+                ("c", 1, "a", Some("long text one")),
+                ("c", 2, "b", Some("long text two")),
+                ("c", 3, "c", Some("long text three")),
+            ]),
+        )
+        .await
+        .unwrap();
+    engine
+        .commit(
+            &spec,
+            toast_changes(&[
+                // From the table's current row.
+                ("u", 1, "a2", None),
+                // From the earlier image in the same window.
+                ("u", 2, "b2", Some("new text")),
+                ("u", 2, "b3", None),
+            ]),
+        )
+        .await
+        .unwrap();
+    // And once more from the table, which now holds equality deletes for 1 and 2.
+    engine
+        .commit(
+            &spec,
+            toast_changes(&[("u", 2, "b4", None), ("u", 3, "c2", None)]),
+        )
+        .await
+        .unwrap();
+
+    let path = path.canonicalize().unwrap();
+    let info = support::iceberg_read(&[
+        "pyiceberg-sql",
+        "--uri",
+        &format!("sqlite:///{}/catalog.db", path.display()),
+        "--warehouse",
+        &format!("file://{}/warehouse", path.display()),
+        "--catalog-name",
+        CATALOG_NAME,
+        "--table",
+        "fmt.profiles",
+        "--columns",
+        "id",
+    ]);
+    let metadata = info["metadata_location"].as_str().unwrap();
+    let rows = support::iceberg_read(&["duckdb", "--metadata", metadata, "--order-by", "id"]);
+    assert_eq!(
+        rows["rows"],
+        json!([
+            [1, "a2", "long text one"],
+            [2, "b4", "new text"],
+            [3, "c2", "long text three"],
+        ])
+    );
+}
