@@ -13,9 +13,7 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_config::SdkConfig;
 use floe::catalog::local::LocalCatalog;
 use floe::catalog::rest::RestCatalog;
 use floe::catalog::s3_storage::S3RequestCounts;
@@ -112,20 +110,6 @@ fn operations(info: &Value) -> Vec<String> {
         .collect()
 }
 
-fn static_sdk_config(key: &str, secret: &str) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            key,
-            secret,
-            None,
-            None,
-            "floe-tests",
-        )))
-        .build()
-}
-
 // ------------------------------------------------------------------------------------------
 // Backends
 // ------------------------------------------------------------------------------------------
@@ -200,7 +184,7 @@ impl Backend {
                     endpoint: Some(endpoint.clone()),
                     s3_endpoint: Some(endpoint.clone()),
                 };
-                let sdk = static_sdk_config("test", "test");
+                let sdk = support::static_sdk_config("test", "test");
                 floe::catalog::aws::s3tables_client(&sdk, &config)
                     .create_table_bucket()
                     .name(&bucket)
@@ -236,7 +220,7 @@ impl Backend {
                 let base = format!("{}/v1/{}", config.uri, support::weed_table_bucket());
                 Place::Rest {
                     config,
-                    sdk: static_sdk_config(&key, &secret),
+                    sdk: support::static_sdk_config(&key, &secret),
                     base,
                 }
             }
@@ -328,7 +312,7 @@ impl Backend {
                 .to_string(),
             Place::Rest { base, .. } => {
                 let url = format!("{base}/namespaces/{namespace}/tables/{name}");
-                let (status, body) = weed_get_signed(&url).await;
+                let (status, body) = support::weed_get_signed(&url).await;
                 assert_eq!(status, 200, "{body}");
                 body["metadata-location"].as_str().unwrap().to_string()
             }
@@ -403,22 +387,6 @@ impl Backend {
 fn read(args: &[String]) -> Value {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     support::iceberg_read(&args)
-}
-
-async fn weed_get_signed(url: &str) -> (u16, Value) {
-    let (key, secret) = support::weed_credentials();
-    let http = reqwest::Client::new();
-    let mut request = http.get(url).build().unwrap();
-    let credentials = Credentials::new(key, secret, None, None, "floe-tests");
-    floe::catalog::sigv4::sign_request(&mut request, &credentials, "us-east-1", "s3tables")
-        .expect("sign");
-    let response = http.execute(request).await.expect("request to SeaweedFS");
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
 }
 
 /// One `#[tokio::test]` per backend for a scenario `async fn scenario(fx: Backend)`; the
@@ -1101,9 +1069,10 @@ async fn rest_with_a_wrong_secret_reports_an_authentication_error() {
 
     // SigV4 with a wrong secret: SeaweedFS refuses the signature.
     let config = rest_config(sigv4(), BTreeMap::new());
-    let catalog = RestCatalog::connect_with(&config, static_sdk_config(&key, "not-the-secret"))
-        .await
-        .expect("/v1/config is open on SeaweedFS");
+    let catalog =
+        RestCatalog::connect_with(&config, support::static_sdk_config(&key, "not-the-secret"))
+            .await
+            .expect("/v1/config is open on SeaweedFS");
     let engine = CommitEngine::new(Arc::new(catalog), settings());
     let err = engine
         .commit(&spec(&table), window(&[("c", 1, Some("a"))], "t", 1))
@@ -1132,7 +1101,7 @@ async fn rest_with_a_wrong_secret_reports_an_authentication_error() {
         },
         BTreeMap::new(),
     );
-    let err = RestCatalog::connect_with(&config, static_sdk_config("unused", "unused"))
+    let err = RestCatalog::connect_with(&config, support::static_sdk_config("unused", "unused"))
         .await
         .unwrap_err();
     let text = err.to_string();

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use floe::config::{self, CatalogConfig, Config};
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -179,20 +177,6 @@ async fn kafka_keyed_records_round_trip_with_committed_offsets() {
     consumer.unsubscribe();
 }
 
-fn static_sdk_config(key: &str, secret: &str) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            key,
-            secret,
-            None,
-            None,
-            "floe-tests",
-        )))
-        .build()
-}
-
 #[tokio::test]
 async fn s3tables_metadata_location_round_trip_and_stale_token_conflict() {
     let endpoint = support::moto_endpoint();
@@ -216,7 +200,7 @@ s3_endpoint = "{endpoint}"
     let CatalogConfig::S3Tables(catalog) = &config.catalog else {
         panic!("expected s3tables")
     };
-    let sdk = static_sdk_config("test", "test");
+    let sdk = support::static_sdk_config("test", "test");
     let tables = floe::catalog::aws::s3tables_client(&sdk, catalog);
     let s3 =
         floe::catalog::aws::s3_client(&sdk, &catalog.region, catalog.s3_endpoint.as_deref(), false);

@@ -64,6 +64,127 @@ fn await_eviction() {
     std::thread::sleep(SESSION_TIMEOUT + Duration::from_millis(700));
 }
 
+/// Where `floe run` writes: the local catalog, or S3 Tables (moto) with S3 staging.
+enum Target {
+    Local,
+    /// SeaweedFS: the Iceberg REST catalog with SigV4, staging in its S3.
+    Rest {
+        namespace: String,
+        staging_bucket: String,
+    },
+    S3Tables {
+        endpoint: String,
+        arn: String,
+        staging_bucket: String,
+    },
+}
+
+impl Target {
+    /// A fresh S3 Tables table bucket and staging bucket in moto.
+    async fn s3tables() -> Target {
+        let endpoint = support::moto_endpoint();
+        let name = support::unique("run").replace('_', "-");
+        let arn = format!("arn:aws:s3tables:us-east-1:123456789012:bucket/{name}");
+        let sdk = support::static_sdk_config("test", "test");
+        let tables = aws_sdk_s3tables::Client::from_conf(
+            aws_sdk_s3tables::config::Builder::from(&sdk)
+                .endpoint_url(&endpoint)
+                .build(),
+        );
+        tables
+            .create_table_bucket()
+            .name(&name)
+            .send()
+            .await
+            .expect("create table bucket");
+        let staging_bucket = format!("{name}-staging");
+        s3_client(&endpoint)
+            .create_bucket()
+            .bucket(&staging_bucket)
+            .send()
+            .await
+            .expect("create staging bucket");
+        Target::S3Tables {
+            endpoint,
+            arn,
+            staging_bucket,
+        }
+    }
+
+    /// A namespace of its own in SeaweedFS's table bucket, and a staging bucket.
+    async fn rest() -> Target {
+        let (key, secret) = support::weed_credentials();
+        let namespace = support::unique("run");
+        let staging_bucket = namespace.replace('_', "-");
+        let sdk = support::static_sdk_config(&key, &secret);
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .endpoint_url(support::weed_s3())
+                .force_path_style(true)
+                .build(),
+        )
+        .create_bucket()
+        .bucket(&staging_bucket)
+        .send()
+        .await
+        .expect("create staging bucket in SeaweedFS");
+        Target::Rest {
+            namespace,
+            staging_bucket,
+        }
+    }
+
+    /// The destination table's name.
+    fn table(&self) -> String {
+        match self {
+            Target::Rest { namespace, .. } => format!("{namespace}.customers"),
+            _ => "inventory.customers".into(),
+        }
+    }
+
+    fn toml(&self, root: &std::path::Path) -> String {
+        match self {
+            Target::Rest { staging_bucket, .. } => format!(
+                "[staging]\nbucket = \"{staging_bucket}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\n\
+                 [catalog]\ntype = \"rest\"\nuri = \"{}\"\nwarehouse = \"s3://{}\"\nauth = \"sigv4\"\nsigning_region = \"us-east-1\"\n",
+                support::weed_s3(),
+                support::weed_rest(),
+                support::weed_table_bucket()
+            ),
+            Target::Local => format!(
+                "[catalog]\ntype = \"local\"\npath = \"{}\"\n",
+                root.join("data").display()
+            ),
+            Target::S3Tables {
+                endpoint,
+                arn,
+                staging_bucket,
+            } => format!(
+                "[staging]\nbucket = \"{staging_bucket}\"\nprefix = \"deltas\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\n\
+                 [catalog]\ntype = \"s3tables\"\ntable_bucket_arn = \"{arn}\"\nendpoint = \"{endpoint}\"\ns3_endpoint = \"{endpoint}\"\n"
+            ),
+        }
+    }
+}
+
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let sdk = support::static_sdk_config("test", "test");
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -71,6 +192,7 @@ struct Setup {
     brokers: String,
     topic: String,
     group: String,
+    target: Target,
 }
 
 impl Setup {
@@ -79,10 +201,16 @@ impl Setup {
     }
 
     fn with_metrics(name: &str, flush: &str, metrics: &str) -> Self {
+        Self::build(name, flush, metrics, Target::Local)
+    }
+
+    fn build(name: &str, flush: &str, metrics: &str, target: Target) -> Self {
         let session_ms = SESSION_TIMEOUT.as_millis();
         let brokers = support::kafka_brokers();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
+        let destination = target.toml(&root);
+        let table = target.table();
         let topic = support::unique(name);
         let group = support::unique("group");
         let config = root.join("connector.toml");
@@ -102,19 +230,16 @@ topics = ["{topic}"]
 
 [[tables.route]]
 topic = "{topic}"
-table = "inventory.customers"
+table = "{table}"
 
-[catalog]
-type = "local"
-path = "{}"
+{destination}
 
 [flush]
 {flush}
 
 [metrics]
 {metrics}
-"#,
-                root.join("data").display()
+"#
             ),
         )
         .unwrap();
@@ -125,6 +250,7 @@ path = "{}"
             brokers,
             topic,
             group,
+            target,
         }
     }
 
@@ -135,6 +261,10 @@ path = "{}"
             .arg(&self.config)
             .env("FLOE_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            // The AWS default credential chain, as in a container.
+            .env("AWS_ACCESS_KEY_ID", self.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", self.secret_key())
+            .env("AWS_REGION", "us-east-1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -145,8 +275,87 @@ path = "{}"
         std::fs::read_to_string(self.root.join(format!("floe-{tag}.log"))).unwrap_or_default()
     }
 
+    fn access_key(&self) -> String {
+        match self.target {
+            Target::Rest { .. } => support::weed_credentials().0,
+            _ => "test".into(),
+        }
+    }
+
+    fn secret_key(&self) -> String {
+        match self.target {
+            Target::Rest { .. } => support::weed_credentials().1,
+            _ => "test".into(),
+        }
+    }
+
     /// The table's rows (id, email, balance) as DuckDB reads them, or None before it exists.
     fn rows(&self) -> Option<Value> {
+        if let Target::Rest { namespace, .. } = &self.target {
+            let url = format!(
+                "{}/v1/{}/namespaces/{namespace}/tables/customers",
+                support::weed_rest(),
+                support::weed_table_bucket()
+            );
+            let (status, body) = block_on(support::weed_get_signed(&url));
+            if status != 200 {
+                return None;
+            }
+            let location = body["metadata-location"].as_str()?.to_string();
+            let (key, secret) = support::weed_credentials();
+            let s3 = support::weed_s3();
+            let read = support::iceberg_read(&[
+                "duckdb",
+                "--metadata",
+                &location,
+                "--s3-endpoint",
+                s3.trim_start_matches("http://"),
+                "--s3-key",
+                &key,
+                "--s3-secret",
+                &secret,
+                "--order-by",
+                "id",
+                "--columns",
+                "id,email,balance",
+            ]);
+            return Some(read["rows"].clone());
+        }
+        if let Target::S3Tables { endpoint, arn, .. } = &self.target {
+            let sdk = support::static_sdk_config("test", "test");
+            let tables = aws_sdk_s3tables::Client::from_conf(
+                aws_sdk_s3tables::config::Builder::from(&sdk)
+                    .endpoint_url(endpoint)
+                    .build(),
+            );
+            let location = block_on(
+                tables
+                    .get_table_metadata_location()
+                    .table_bucket_arn(arn)
+                    .namespace("inventory")
+                    .name("customers")
+                    .send(),
+            )
+            .ok()?
+            .metadata_location()?
+            .to_string();
+            let read = support::iceberg_read(&[
+                "duckdb",
+                "--metadata",
+                &location,
+                "--s3-endpoint",
+                endpoint.trim_start_matches("http://"),
+                "--s3-key",
+                "test",
+                "--s3-secret",
+                "test",
+                "--order-by",
+                "id",
+                "--columns",
+                "id,email,balance",
+            ]);
+            return Some(read["rows"].clone());
+        }
         let data = self.root.join("data");
         if !data.join("catalog.db").exists() {
             return None;
@@ -505,4 +714,72 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact() {
         assert_eq!(committed, end);
     }
     assert!(kills >= 16);
+}
+
+#[test]
+fn streams_into_s3_tables_with_s3_staging() {
+    let s = Setup::build(
+        "run_s3tables",
+        "interval = \"1s\"\ncommit_interval = \"2s\"",
+        "enabled = false",
+        block_on(Target::s3tables()),
+    );
+    produce(&s.brokers, &s.topic, 200, 2, None);
+    let mut floe = s.start("a");
+    s.wait_for(&model(200, None), &mut floe, "a");
+    produce(&s.brokers, &s.topic, 200, 2, Some(2));
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&floe, "-TERM");
+    assert!(
+        wait_exit(&mut floe, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("a")
+    );
+    assert_eq!(s.rows().unwrap(), model(200, Some(2)));
+    for (committed, end) in s.kafka_offsets(2) {
+        assert_eq!(committed, end);
+    }
+    // Staged deltas were written to the staging bucket and deleted after their commits.
+    let Target::S3Tables {
+        endpoint,
+        staging_bucket,
+        ..
+    } = &s.target
+    else {
+        unreachable!()
+    };
+    let left = block_on(
+        s3_client(endpoint)
+            .list_objects_v2()
+            .bucket(staging_bucket)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(left.key_count(), Some(0), "{:?}", left.contents());
+    assert!(s.log("a").contains("\"committed\""));
+}
+
+#[test]
+fn streams_into_a_rest_catalog_with_sigv4() {
+    let s = Setup::build(
+        "run_rest",
+        "interval = \"1s\"\ncommit_interval = \"2s\"",
+        "enabled = false",
+        block_on(Target::rest()),
+    );
+    produce(&s.brokers, &s.topic, 200, 2, None);
+    let mut floe = s.start("a");
+    s.wait_for(&model(200, None), &mut floe, "a");
+    produce(&s.brokers, &s.topic, 200, 2, Some(2));
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&floe, "-TERM");
+    assert!(
+        wait_exit(&mut floe, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("a")
+    );
+    assert_eq!(s.rows().unwrap(), model(200, Some(2)));
+    for (committed, end) in s.kafka_offsets(2) {
+        assert_eq!(committed, end);
+    }
 }

@@ -110,3 +110,37 @@ pub fn iceberg_read(args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("iceberg_read.py prints JSON")
 }
+
+/// AWS SDK settings with fixed credentials (moto accepts any; SeaweedFS checks them).
+pub fn static_sdk_config(key: &str, secret: &str) -> aws_config::SdkConfig {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            key,
+            secret,
+            None,
+            None,
+            "floe-tests",
+        )))
+        .build()
+}
+
+/// A GET to SeaweedFS's Iceberg REST catalog, signed with SigV4 (service `s3tables`).
+pub async fn weed_get_signed(url: &str) -> (u16, serde_json::Value) {
+    let (key, secret) = weed_credentials();
+    let http = reqwest::Client::new();
+    let mut request = http.get(url).build().unwrap();
+    let credentials = aws_credential_types::Credentials::new(key, secret, None, None, "floe-tests");
+    floe::catalog::sigv4::sign_request(&mut request, &credentials, "us-east-1", "s3tables")
+        .expect("sign");
+    let response = http.execute(request).await.expect("request to SeaweedFS");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
+}
