@@ -432,3 +432,19 @@ fn the_documented_example_is_valid() {
         vec![MetadataColumn::Op, MetadataColumn::SourceTs]
     );
 }
+
+#[test]
+fn cooperative_rebalancing_is_refused() {
+    let e = err(&format!(
+        "{MINIMAL}\n[kafka.properties]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"\n"
+    ));
+    assert!(
+        e.contains("kafka.properties.\"partition.assignment.strategy\""),
+        "{e}"
+    );
+    assert!(e.contains("eager protocol"), "{e}");
+    load(&format!(
+        "{MINIMAL}\n[kafka.properties]\n\"partition.assignment.strategy\" = \"roundrobin\"\n"
+    ))
+    .unwrap();
+}

@@ -500,6 +500,14 @@ fn validate_kafka(raw: RawKafka) -> Result<KafkaConfig, ConfigError> {
                 format!("Floe sets this property itself: {why}"),
             ));
         }
+        if key == "partition.assignment.strategy" && value.contains("cooperative") {
+            return Err(ConfigError::invalid(
+                format!("kafka.properties.\"{key}\""),
+                "incremental (cooperative) rebalancing is not supported: Floe drops uncommitted \
+                 work on every revoke and relies on the eager protocol to re-read it; use range \
+                 or roundrobin",
+            ));
+        }
         properties.insert(key, value);
     }
     Ok(KafkaConfig {

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""End-to-end throughput of `floe run`: Debezium events in tansu -> a table in the local catalog.
+
+Loads N change events (PostgreSQL connector shape with the Connect schema envelope, ~2 KB each:
+inserts, then updates of every third row, deletes and tombstones of every fifth) into a fresh
+topic with P partitions, starts `floe run` on them, waits until the consumer group's committed
+offsets reach the end of every partition, stops Floe with SIGTERM, and reports:
+
+- events per CPU-second of the floe process (user + sys), the figure that matters: the test
+  broker (tansu with SQLite) is slower than Floe, so wall-clock events/s measures the broker;
+- wall-clock events/s, for reference;
+- peak RSS of the floe process;
+- commits, data files and delete files per commit, from the table's snapshots.
+
+Needs the test environment (scripts/test-env.sh up kafka) and a built floe binary.
+
+Usage: benches/e2e.py [--events 100000] [--partitions 4] [--floe target/release/floe]
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def committed_reaches_end(brokers, topic, group, partitions):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        committed = c.committed(tps, timeout=10)
+        for tp in committed:
+            _, high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            if tp.offset < high:
+                return False
+        return True
+    finally:
+        c.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000, help="approximate number of events")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--floe", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "floe"))
+    ap.add_argument("--brokers", default=os.environ.get("FLOE_TEST_KAFKA", "127.0.0.1:19092"))
+    args = ap.parse_args()
+    if not os.path.exists(args.floe):
+        sys.exit(f"no floe binary at {args.floe}: cargo build --release, or pass --floe")
+
+    # produce_sample.py makes count inserts + count/3 updates + 2*count/5 deletes and tombstones.
+    count = int(args.events / (1 + 1 / 3 + 2 / 5))
+    topic = f"bench_{uuid.uuid4().hex[:8]}"
+    group = f"bench_{uuid.uuid4().hex[:8]}"
+    t0 = time.time()
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts/fixtures/produce_sample.py"), "--brokers", args.brokers,
+         "--topic", topic, "--count", str(count), "--partitions", str(args.partitions)],
+        check=True, stdout=subprocess.DEVNULL)
+    produced_in = time.time() - t0
+
+    work = tempfile.mkdtemp(prefix="floe-bench-")
+    config = os.path.join(work, "connector.toml")
+    with open(config, "w") as f:
+        f.write(f"""
+[kafka]
+brokers = "{args.brokers}"
+group_id = "{group}"
+topics = ["{topic}"]
+[[tables.route]]
+topic = "{topic}"
+table = "bench.customers"
+[catalog]
+type = "local"
+path = "{work}/data"
+[flush]
+interval = "2s"
+commit_interval = "5s"
+[metrics]
+enabled = false
+""")
+    log = open(os.path.join(work, "floe.log"), "w")
+    start = time.time()
+    floe = subprocess.Popen([args.floe, "--log-format", "json", "run", "--config", config], stderr=log)
+    try:
+        while not committed_reaches_end(args.brokers, topic, group, args.partitions):
+            if floe.poll() is not None:
+                sys.exit(f"floe exited early; see {work}/floe.log")
+            time.sleep(0.5)
+        wall = time.time() - start
+        floe.send_signal(signal.SIGTERM)
+        # wait4 gives this child's own CPU time and peak RSS (not the producer's).
+        _, status, usage = os.wait4(floe.pid, 0)
+        floe.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if floe.returncode is None:
+            floe.kill()
+    if floe.returncode != 0:
+        sys.exit(f"floe exited with {floe.returncode}; see {work}/floe.log")
+    cpu = usage.ru_utime + usage.ru_stime
+
+    events = 0
+    snapshots = []
+    with open(os.path.join(work, "floe.log")) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            fields = rec.get("fields", {})
+            if fields.get("message") == "committed":
+                snapshots.append(fields)
+            if fields.get("message") == "floe run stopped":
+                events = fields.get("records", 0)
+    data_files = sum(s.get("data_files", 0) for s in snapshots)
+    delete_files = sum(s.get("delete_files", 0) for s in snapshots)
+    report = {
+        "events": events,
+        "partitions": args.partitions,
+        "produce_seconds": round(produced_in, 1),
+        "floe_wall_seconds": round(wall, 1),
+        "floe_cpu_seconds": round(cpu, 2),
+        "events_per_cpu_second": round(events / cpu) if cpu else None,
+        "events_per_wall_second": round(events / wall) if wall else None,
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "commits": len(snapshots),
+        "data_files_per_commit": round(data_files / len(snapshots), 2) if snapshots else None,
+        "delete_files_per_commit": round(delete_files / len(snapshots), 2) if snapshots else None,
+        "work_dir": work,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
