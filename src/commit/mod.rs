@@ -347,6 +347,18 @@ impl CommitEngine {
             None => Vec::new(),
         };
 
+        let outcome = |snapshot_id: i64, attempts: u32| CommitOutcome {
+            table: ident.clone(),
+            snapshot_id,
+            data_files: data_files.len(),
+            delete_files: delete_files.len(),
+            rows_written,
+            keys_deleted,
+            ignored_deletes: merged.ignored_deletes,
+            attempts,
+            created_table,
+            schema_changed,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -370,20 +382,7 @@ impl CommitEngine {
                 .commit(&base, plan.requirements, plan.updates)
                 .await
             {
-                Ok(_) => {
-                    return Ok(CommitOutcome {
-                        table: ident,
-                        snapshot_id: plan.snapshot_id,
-                        data_files: data_files.len(),
-                        delete_files: delete_files.len(),
-                        rows_written,
-                        keys_deleted,
-                        ignored_deletes: merged.ignored_deletes,
-                        attempts: attempt,
-                        created_table,
-                        schema_changed,
-                    });
-                }
+                Ok(_) => return Ok(outcome(plan.snapshot_id, attempt)),
                 Err(e @ CatalogError::Conflict { .. })
                 | Err(e @ CatalogError::CommitStateUnknown { .. }) => e,
                 Err(e) if e.is_retryable() => e,
@@ -413,18 +412,7 @@ impl CommitEngine {
                 }
             }
             if let Some(landed) = landed {
-                return Ok(CommitOutcome {
-                    table: ident,
-                    snapshot_id: landed,
-                    data_files: data_files.len(),
-                    delete_files: delete_files.len(),
-                    rows_written,
-                    keys_deleted,
-                    ignored_deletes: merged.ignored_deletes,
-                    attempts: attempt,
-                    created_table,
-                    schema_changed,
-                });
+                return Ok(outcome(landed, attempt));
             }
         }
     }
