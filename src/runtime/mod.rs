@@ -110,6 +110,11 @@ impl Runtime {
             ),
         );
         let stager = Stager::open(&config.staging, &uuid::Uuid::new_v4().to_string()).await?;
+        if let crate::config::StagingConfig::S3(s3) = &config.staging {
+            stager
+                .ensure_expiration(s3.manage_lifecycle, s3.expire_after_days)
+                .await?;
+        }
         let policy = ErrorPolicy::new(&config.errors, &config.kafka)?;
         let mut decoder = Decoder::new(&config.decode, &config.tables);
         // Existing tables tell the decoder their column types (for records without a schema)

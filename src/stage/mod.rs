@@ -41,6 +41,19 @@ pub struct StagedDelta {
     pub bytes: u64,
 }
 
+/// What [`Stager::ensure_expiration`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleState {
+    /// A local directory.
+    NotApplicable,
+    /// The bucket already expires objects.
+    Expires,
+    /// No expiration rule, and Floe was not asked to add one.
+    Missing,
+    /// Floe added its rule.
+    Added,
+}
+
 /// Where staged deltas live.
 pub enum Stager {
     Local {
@@ -101,6 +114,98 @@ impl Stager {
                 })
             }
         }
+    }
+
+    /// Checks that the staging bucket expires old objects, so leftovers of crashed runs do not
+    /// pile up. Without a rule Floe warns, or, with `manage`, adds one for its prefix (keeping
+    /// the bucket's other rules). A local directory needs nothing.
+    pub async fn ensure_expiration(
+        &self,
+        manage: bool,
+        days: u32,
+    ) -> Result<LifecycleState, StageError> {
+        let Stager::S3 {
+            client,
+            bucket,
+            prefix,
+        } = self
+        else {
+            return Ok(LifecycleState::NotApplicable);
+        };
+        let location = format!("s3://{bucket}");
+        let rules = match client
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => out.rules().to_vec(),
+            Err(e) => {
+                let no_rules = e
+                    .as_service_error()
+                    .and_then(|se| aws_sdk_s3::error::ProvideErrorMetadata::code(se))
+                    == Some("NoSuchLifecycleConfiguration");
+                if !no_rules {
+                    return Err(stage_err(
+                        &location,
+                        aws_sdk_s3::error::DisplayErrorContext(e),
+                    ));
+                }
+                Vec::new()
+            }
+        };
+        let expires = rules.iter().any(|r| {
+            r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled
+                && r.expiration().and_then(|e| e.days()).is_some()
+        });
+        if expires {
+            return Ok(LifecycleState::Expires);
+        }
+        if !manage {
+            tracing::warn!(
+                bucket = %bucket,
+                "the staging bucket has no expiration rule: staged files left by crashed runs \
+                 are never removed (set staging.manage_lifecycle = true to let Floe add one)"
+            );
+            return Ok(LifecycleState::Missing);
+        }
+        let build = |e: aws_sdk_s3::error::BuildError| stage_err(&location, e);
+        let rule = aws_sdk_s3::types::LifecycleRule::builder()
+            .id("floe-expire-staged-deltas")
+            .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+            .filter(
+                aws_sdk_s3::types::LifecycleRuleFilter::builder()
+                    // Every instance's files, under the configured prefix.
+                    .prefix(
+                        prefix
+                            .rsplit_once('/')
+                            .map_or(String::new(), |(p, _)| format!("{p}/")),
+                    )
+                    .build(),
+            )
+            .expiration(
+                aws_sdk_s3::types::LifecycleExpiration::builder()
+                    .days(days as i32)
+                    .build(),
+            )
+            .build()
+            .map_err(build)?;
+        let mut all = rules;
+        all.push(rule);
+        client
+            .put_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .lifecycle_configuration(
+                aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(all))
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await
+            .map_err(|e| stage_err(&location, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        tracing::info!(bucket = %bucket, days, "added an expiration rule to the staging bucket");
+        Ok(LifecycleState::Added)
     }
 
     /// Writes `batches` (one table's changes, in order) as one zstd Parquet file.

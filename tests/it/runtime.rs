@@ -160,7 +160,7 @@ impl Target {
                 arn,
                 staging_bucket,
             } => format!(
-                "[staging]\nbucket = \"{staging_bucket}\"\nprefix = \"deltas\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\n\
+                "[staging]\nbucket = \"{staging_bucket}\"\nprefix = \"deltas\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nmanage_lifecycle = true\nexpire_after_days = 2\n\n\
                  [catalog]\ntype = \"s3tables\"\ntable_bucket_arn = \"{arn}\"\nendpoint = \"{endpoint}\"\ns3_endpoint = \"{endpoint}\"\n"
             ),
         }
@@ -764,9 +764,22 @@ fn streams_into_s3_tables_with_s3_staging() {
     .unwrap();
     assert_eq!(left.key_count(), Some(0), "{:?}", left.contents());
     assert!(s.log("a").contains("\"committed\""));
+    // staging.manage_lifecycle added an expiration rule for the staging prefix.
+    let lifecycle = block_on(
+        s3_client(endpoint)
+            .get_bucket_lifecycle_configuration()
+            .bucket(staging_bucket)
+            .send(),
+    )
+    .expect("the staging bucket has a lifecycle configuration");
+    let rule = &lifecycle.rules()[0];
+    assert_eq!(rule.expiration().and_then(|e| e.days()), Some(2));
+    assert_eq!(rule.filter().and_then(|f| f.prefix()), Some("deltas/"));
 }
 
 #[test]
 fn streams_into_a_rest_catalog_with_sigv4() {
-    stream_and_drain("run_rest", block_on(Target::rest()));
+    let s = stream_and_drain("run_rest", block_on(Target::rest()));
+    // Its staging bucket has no expiration rule and Floe was not asked to add one.
+    assert!(s.log("a").contains("no expiration rule"), "{}", s.log("a"));
 }
