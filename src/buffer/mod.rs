@@ -128,16 +128,31 @@ fn key_of(key: &[Datum]) -> String {
     format!("{key:?}")
 }
 
-/// Takes unchanged (TOASTed) columns of `change` from the previous image of the same key.
+/// Takes unchanged (TOASTed) columns of `change` from the previous image of the same key,
+/// matching columns by name and type, so a schema change between the two images (a column
+/// added) does not lose the value.
 fn fill_unchanged(change: &mut Change, previous: &Change) {
     let (Some(after), Some(prev)) = (change.after.as_mut(), previous.after.as_ref()) else {
         return;
     };
-    if change.schema.columns() != previous.schema.columns() {
-        return;
-    }
-    for (value, old) in after.iter_mut().zip(prev) {
-        if matches!(value, Datum::Unchanged) && !matches!(old, Datum::Unchanged) {
+    let same_layout = change.schema.columns() == previous.schema.columns();
+    for (i, value) in after.iter_mut().enumerate() {
+        if !matches!(value, Datum::Unchanged) {
+            continue;
+        }
+        let from = if same_layout {
+            Some(i)
+        } else {
+            let column = &change.schema.columns()[i];
+            previous
+                .schema
+                .columns()
+                .iter()
+                .position(|c| c.name == column.name && c.codec == column.codec)
+        };
+        if let Some(old) = from.and_then(|j| prev.get(j))
+            && !matches!(old, Datum::Unchanged)
+        {
             *value = old.clone();
         }
     }

@@ -783,3 +783,153 @@ fn streams_into_a_rest_catalog_with_sigv4() {
     // Its staging bucket has no expiration rule and Floe was not asked to add one.
     assert!(s.log("a").contains("no expiration rule"), "{}", s.log("a"));
 }
+
+/// A table of the local catalog under `data`, as DuckDB reads it.
+fn local_rows(data: &std::path::Path, table: &str, columns: &str) -> Option<Value> {
+    if !data.join("catalog.db").exists() {
+        return None;
+    }
+    let data = data.canonicalize().unwrap();
+    let out = Command::new(support::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/iceberg_read.py"
+        ))
+        .args([
+            "pyiceberg-sql",
+            "--uri",
+            &format!("sqlite:///{}/catalog.db", data.display()),
+            "--warehouse",
+            &format!("file://{}/warehouse", data.display()),
+            "--catalog-name",
+            "floe",
+            "--table",
+            table,
+            "--columns",
+            "id",
+        ])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metadata = info["metadata_location"].as_str()?.to_string();
+    let read = support::iceberg_read(&[
+        "duckdb",
+        "--metadata",
+        &metadata,
+        "--order-by",
+        "id",
+        "--columns",
+        columns,
+    ]);
+    Some(read["rows"].clone())
+}
+
+#[test]
+fn a_random_stream_over_two_tables_with_toast_and_a_schema_change_ends_exact() {
+    let brokers = support::kafka_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = [support::unique("rand_a"), support::unique("rand_b")];
+    let model_path = dir.path().join("model.json");
+    let out = Command::new(support::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/fixtures/random_stream.py"
+        ))
+        .args(["--brokers", &brokers, "--topics", &topics.join(",")])
+        .args(["--events", "10000", "--partitions", "3", "--seed", "11"])
+        .arg("--model")
+        .arg(&model_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model: Value = serde_json::from_slice(&std::fs::read(&model_path).unwrap()).unwrap();
+
+    let data = dir.path().join("data");
+    let config = dir.path().join("connector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{}"
+topics = ["{}", "{}"]
+[tables]
+default_namespace = "rand"
+[catalog]
+type = "local"
+path = "{}"
+[flush]
+interval = "1s"
+commit_interval = "2s"
+max_rows = 1500
+[metrics]
+enabled = false
+"#,
+            support::unique("group"),
+            topics[0],
+            topics[1],
+            data.display()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("floe.log");
+    let mut floe = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("FLOE_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut done = false;
+    while Instant::now() < deadline && !done {
+        assert!(
+            floe.try_wait().unwrap().is_none(),
+            "floe exited:\n{}",
+            log()
+        );
+        done = topics.iter().all(|t| {
+            local_rows(&data, &format!("rand.{t}"), "id,name,bio,tier").as_ref() == Some(&model[t])
+        });
+        if !done {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    signal(&floe, "-TERM");
+    assert!(
+        wait_exit(&mut floe, Duration::from_secs(30)).success(),
+        "{}",
+        log()
+    );
+    for t in &topics {
+        let rows = local_rows(&data, &format!("rand.{t}"), "id,name,bio,tier").unwrap();
+        let want = &model[t];
+        assert_eq!(
+            rows.as_array().map(Vec::len),
+            want.as_array().map(Vec::len),
+            "row count of {t}"
+        );
+        let differing: Vec<(&Value, &Value)> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(want.as_array().unwrap())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "table rand.{t}: (table, model) differ in {differing:?}"
+        );
+    }
+    assert!(done);
+}
