@@ -32,20 +32,25 @@ fn changes(ops: &[(&str, i64, &str)]) -> TableChanges {
     }
 }
 
+/// A commit engine on a local catalog at `path`.
+fn local_engine(path: &std::path::Path, group: &str, zstd_level: i32) -> CommitEngine {
+    CommitEngine::new(
+        Arc::new(LocalCatalog::open(path).unwrap()),
+        CommitSettings::new(
+            group,
+            FileSettings {
+                target_file_size: 64 * 1024 * 1024,
+                zstd_level,
+            },
+        ),
+    )
+}
+
 #[tokio::test]
 async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
-    let engine = CommitEngine::new(
-        Arc::new(LocalCatalog::open(&path).unwrap()),
-        CommitSettings::new(
-            "format-test",
-            FileSettings {
-                target_file_size: 64 * 1024 * 1024,
-                zstd_level: 3,
-            },
-        ),
-    );
+    let engine = local_engine(&path, "format-test", 3);
     let spec = TableSpec {
         name: "fmt.people".parse().unwrap(),
         primary_key: vec!["id".into()],
@@ -140,16 +145,7 @@ fn toast_changes(rows: &[(&str, i64, &str, Option<&str>)]) -> TableChanges {
 async fn unchanged_toasted_columns_keep_their_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
-    let engine = CommitEngine::new(
-        Arc::new(LocalCatalog::open(&path).unwrap()),
-        CommitSettings::new(
-            "toast-test",
-            FileSettings {
-                target_file_size: 64 * 1024 * 1024,
-                zstd_level: 1,
-            },
-        ),
-    );
+    let engine = local_engine(&path, "toast-test", 1);
     let spec = TableSpec {
         name: "fmt.profiles".parse().unwrap(),
         primary_key: vec!["id".into()],

@@ -303,23 +303,7 @@ table = "{table}"
             }
             let location = body["metadata-location"].as_str()?.to_string();
             let (key, secret) = support::weed_credentials();
-            let s3 = support::weed_s3();
-            let read = support::iceberg_read(&[
-                "duckdb",
-                "--metadata",
-                &location,
-                "--s3-endpoint",
-                s3.trim_start_matches("http://"),
-                "--s3-key",
-                &key,
-                "--s3-secret",
-                &secret,
-                "--order-by",
-                "id",
-                "--columns",
-                "id,email,balance",
-            ]);
-            return Some(read["rows"].clone());
+            return Some(s3_rows(&location, &support::weed_s3(), &key, &secret));
         }
         if let Target::S3Tables { endpoint, arn, .. } = &self.target {
             let sdk = support::static_sdk_config("test", "test");
@@ -339,63 +323,13 @@ table = "{table}"
             .ok()?
             .metadata_location()?
             .to_string();
-            let read = support::iceberg_read(&[
-                "duckdb",
-                "--metadata",
-                &location,
-                "--s3-endpoint",
-                endpoint.trim_start_matches("http://"),
-                "--s3-key",
-                "test",
-                "--s3-secret",
-                "test",
-                "--order-by",
-                "id",
-                "--columns",
-                "id,email,balance",
-            ]);
-            return Some(read["rows"].clone());
+            return Some(s3_rows(&location, endpoint, "test", "test"));
         }
-        let data = self.root.join("data");
-        if !data.join("catalog.db").exists() {
-            return None;
-        }
-        let data = data.canonicalize().unwrap();
-        let out = Command::new(support::python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/support/iceberg_read.py"
-            ))
-            .args([
-                "pyiceberg-sql",
-                "--uri",
-                &format!("sqlite:///{}/catalog.db", data.display()),
-                "--warehouse",
-                &format!("file://{}/warehouse", data.display()),
-                "--catalog-name",
-                "floe",
-                "--table",
-                "inventory.customers",
-                "--columns",
-                "id",
-            ])
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return None;
-        }
-        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let metadata = info["metadata_location"].as_str()?.to_string();
-        let read = support::iceberg_read(&[
-            "duckdb",
-            "--metadata",
-            &metadata,
-            "--order-by",
-            "id",
-            "--columns",
+        local_rows(
+            &self.root.join("data"),
+            "inventory.customers",
             "id,email,balance",
-        ]);
-        Some(read["rows"].clone())
+        )
     }
 
     fn wait_for(&self, want: &Value, child: &mut Child, tag: &str) {
@@ -782,6 +716,27 @@ fn streams_into_a_rest_catalog_with_sigv4() {
     let s = stream_and_drain("run_rest", block_on(Target::rest()));
     // Its staging bucket has no expiration rule and Floe was not asked to add one.
     assert!(s.log("a").contains("no expiration rule"), "{}", s.log("a"));
+}
+
+/// The rows (id, email, balance) of the table whose metadata is at `location` on S3, as
+/// DuckDB reads them.
+fn s3_rows(location: &str, endpoint: &str, key: &str, secret: &str) -> Value {
+    support::iceberg_read(&[
+        "duckdb",
+        "--metadata",
+        location,
+        "--s3-endpoint",
+        endpoint.trim_start_matches("http://"),
+        "--s3-key",
+        key,
+        "--s3-secret",
+        secret,
+        "--order-by",
+        "id",
+        "--columns",
+        "id,email,balance",
+    ])["rows"]
+        .clone()
 }
 
 /// A table of the local catalog under `data`, as DuckDB reads it.
