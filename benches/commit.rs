@@ -119,6 +119,7 @@ fn spec() -> TableSpec {
         name: "bench.wide".parse().unwrap(),
         primary_key: vec!["id".into()],
         properties: Default::default(),
+        reads_are_new: false,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, TableName};
 
 #[derive(Debug, Clone, Copy)]
 pub enum LogFormat {
@@ -25,8 +25,8 @@ pub enum PolicyFormat {
 pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("`floe {command}` is not implemented yet in this version of Floe")]
-    NotImplemented { command: &'static str },
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Failed(String),
     #[error("{failed} of {total} checks did not pass")]
@@ -36,10 +36,8 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) => 2,
-            CliError::NotImplemented { .. }
-            | CliError::ChecksFailed { .. }
-            | CliError::Failed(_) => 1,
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::ChecksFailed { .. } | CliError::Failed(_) => 1,
         }
     }
 }
@@ -94,25 +92,81 @@ pub fn run(path: &Path) -> Result<(), CliError> {
     .map_err(|e| CliError::Failed(e.to_string()))
 }
 
+/// `floe backfill`: loads the topics up to their end offsets at start, prints a report per
+/// table, and fails when any table failed (the others stay committed).
 pub fn backfill(
     path: &Path,
-    _drop_and_recreate: bool,
-    _tables: &[String],
-    _yes: bool,
+    drop_and_recreate: bool,
+    tables: &[String],
+    yes: bool,
 ) -> Result<(), CliError> {
-    load(path)?;
-    Err(CliError::NotImplemented {
-        command: "backfill",
-    })
+    let config = load(path)?;
+    let tables = tables
+        .iter()
+        .map(|t| {
+            t.parse::<TableName>()
+                .map_err(|e| CliError::Usage(format!("--tables: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if drop_and_recreate && !yes && !terminal {
+        return Err(CliError::Usage(
+            "--drop-and-recreate deletes tables: confirm with --yes when not on a terminal".into(),
+        ));
+    }
+    let confirm = |tables: &[TableName]| {
+        if yes {
+            return true;
+        }
+        let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
+        eprint!(
+            "This deletes and recreates {} table(s): {}\nType \"yes\" to go on: ",
+            names.len(),
+            names.join(", ")
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+    };
+    let options = crate::runtime::BackfillOptions {
+        drop_and_recreate,
+        tables,
+        progress_bars: std::io::stderr().is_terminal(),
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    let report = rt
+        .block_on(async move {
+            let runtime = crate::runtime::Runtime::new(config).await?;
+            runtime
+                .backfill(options, confirm, crate::runtime::shutdown_signal())
+                .await
+        })
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    print!("{}", report.render());
+    match report.failed() {
+        0 => Ok(()),
+        n => Err(CliError::Failed(format!(
+            "{n} of {} tables failed; the others are committed",
+            report.tables.len()
+        ))),
+    }
 }
 
-/// Validates the configuration, then runs every check and prints one line per check.
-pub fn check(path: &Path, _create: bool) -> Result<(), CliError> {
+/// Validates the configuration, then runs every check and prints one line per check, with the
+/// actions that grant each missing permission.
+pub fn check(path: &Path, create: bool) -> Result<(), CliError> {
     let config = load(path)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    let options = crate::check::CheckOptions {
+        create,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    let results = rt.block_on(crate::check::run_checks(&config, options));
     println!("{:<12} config {}", "ok", path.display());
-    let results = crate::check::run_checks(&config, std::time::Duration::from_secs(10));
     for r in &results {
         println!("{:<12} {}: {}", r.outcome.to_string(), r.what, r.detail);
+        if !r.grant.is_empty() {
+            println!("{:<12} grant: {}", "", r.grant.join(", "));
+        }
     }
     let not_ok = results
         .iter()
@@ -129,7 +183,20 @@ pub fn check(path: &Path, _create: bool) -> Result<(), CliError> {
     }
 }
 
-pub fn policy(path: &Path, _format: PolicyFormat) -> Result<(), CliError> {
-    load(path)?;
-    Err(CliError::NotImplemented { command: "policy" })
+/// `floe policy`: prints the access policy for the configured resources on stdout, and
+/// what it does not cover on stderr.
+pub fn policy(path: &Path, format: PolicyFormat, drop_and_recreate: bool) -> Result<(), CliError> {
+    let config = load(path)?;
+    let policy = crate::policy::policy(&config, drop_and_recreate);
+    for note in &policy.notes {
+        eprintln!("note: {note}");
+    }
+    match format {
+        PolicyFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&policy.to_json()).expect("a policy serializes")
+        ),
+        PolicyFormat::Terraform => print!("{}", policy.to_terraform()),
+    }
+    Ok(())
 }

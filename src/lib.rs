@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod decode;
+pub mod policy;
 pub mod runtime;
 pub mod source;
 pub mod stage;

@@ -85,6 +85,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PolicyFormatArg::Json)]
         format: PolicyFormatArg,
+        /// Include the permission to delete tables (`floe backfill --drop-and-recreate`).
+        #[arg(long)]
+        drop_and_recreate: bool,
     },
 }
 
@@ -110,12 +113,17 @@ fn main() -> ExitCode {
             yes,
         } => cli::backfill(&config.config, drop_and_recreate, &tables, yes),
         Command::Check { config, create } => cli::check(&config.config, create),
-        Command::Policy { config, format } => cli::policy(
+        Command::Policy {
+            config,
+            format,
+            drop_and_recreate,
+        } => cli::policy(
             &config.config,
             match format {
                 PolicyFormatArg::Json => PolicyFormat::Json,
                 PolicyFormatArg::Terraform => PolicyFormat::Terraform,
             },
+            drop_and_recreate,
         ),
     };
     match outcome {

@@ -147,6 +147,23 @@ impl TableCatalog for LocalCatalog {
         Ok(())
     }
 
+    async fn namespace_exists(&self, namespace: &str) -> Result<bool, CatalogError> {
+        self.db()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM iceberg_namespace_properties
+                                WHERE catalog_name = ?1 AND namespace = ?2)
+                     OR EXISTS (SELECT 1 FROM iceberg_tables
+                                WHERE catalog_name = ?1 AND table_namespace = ?2)",
+                params![CATALOG_NAME, namespace],
+                |row| row.get(0),
+            )
+            .map_err(db_err)
+    }
+
+    async fn describe(&self) -> Result<String, CatalogError> {
+        Ok(format!("local warehouse {}", self.warehouse.display()))
+    }
+
     async fn load_table(&self, ident: &TableIdent) -> Result<Option<LoadedTable>, CatalogError> {
         match self.current_location(ident)? {
             Some(location) => Ok(Some(self.loaded(ident, location).await?)),

@@ -117,6 +117,19 @@ pub trait TableCatalog: Send + Sync {
 
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), CatalogError>;
 
+    /// Whether the namespace exists, without creating it (for `floe check`).
+    async fn namespace_exists(&self, namespace: &str) -> Result<bool, CatalogError> {
+        Err(CatalogError::other(
+            self.kind(),
+            format!("cannot look up namespace {namespace} without creating it"),
+        ))
+    }
+
+    /// Reaches the table bucket / warehouse and says what it is (for `floe check`).
+    async fn describe(&self) -> Result<String, CatalogError> {
+        Ok(self.kind().to_string())
+    }
+
     async fn load_table(&self, ident: &TableIdent) -> Result<Option<LoadedTable>, CatalogError>;
 
     /// Creates the table; [`CatalogError::TableExists`] when another writer was first.

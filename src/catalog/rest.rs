@@ -37,18 +37,39 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// An OAuth2 token is renewed this long before it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
-/// The REST endpoints this backend calls, for `floe check` and documentation. With SigV4
-/// against the S3 Tables Iceberg endpoint they need the `s3tables` actions of
-/// [`super::s3tables::ACTIONS`].
-pub const ACTIONS: &[&str] = &[
-    "GET /v1/config",
-    "POST /v1/oauth/tokens",
-    "GET /v1/{prefix}/namespaces/{namespace}",
-    "POST /v1/{prefix}/namespaces",
-    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
-    "POST /v1/{prefix}/namespaces/{namespace}/tables",
-    "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
-    "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+/// The REST endpoints this backend calls, with the IAM actions each needs where the catalog
+/// authorizes with IAM (the S3 Tables Iceberg endpoint, MinIO AIStor Tables; SigV4). `floe
+/// policy` and `floe check` are derived from this list.
+pub const ACTIONS: &[(&str, &[&str])] = &[
+    ("GET /v1/config", &["s3tables:GetTableBucket"]),
+    ("POST /v1/oauth/tokens", &[]),
+    (
+        "GET /v1/{prefix}/namespaces/{namespace}",
+        &["s3tables:GetNamespace"],
+    ),
+    (
+        "POST /v1/{prefix}/namespaces",
+        &["s3tables:CreateNamespace"],
+    ),
+    (
+        "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        &["s3tables:GetTable", "s3tables:GetTableMetadataLocation"],
+    ),
+    (
+        "POST /v1/{prefix}/namespaces/{namespace}/tables",
+        &["s3tables:CreateTable", "s3tables:PutTableData"],
+    ),
+    (
+        "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        &[
+            "s3tables:UpdateTableMetadataLocation",
+            "s3tables:PutTableData",
+        ],
+    ),
+    (
+        "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        &["s3tables:DeleteTable"],
+    ),
 ];
 
 enum Auth {
@@ -522,6 +543,27 @@ impl TableCatalog for RestCatalog {
         KIND
     }
 
+    async fn namespace_exists(&self, namespace: &str) -> Result<bool, CatalogError> {
+        let what = format!("namespace {namespace}");
+        match self
+            .send(Method::GET, self.url(&["namespaces", namespace])?, None)
+            .await?
+        {
+            Reply::Status(s, _) if s.is_success() => Ok(true),
+            Reply::Status(StatusCode::NOT_FOUND, _) => Ok(false),
+            Reply::Status(s, body) => Err(self.refused(&what, s, &body)),
+            Reply::Lost(m) => Err(CatalogError::other(
+                KIND,
+                format!("{}: {what}: {m}", self.uri),
+            )),
+        }
+    }
+
+    /// The warehouse was reached when the catalog was opened (`GET /v1/config`).
+    async fn describe(&self) -> Result<String, CatalogError> {
+        Ok(format!("catalog {} (tables under {})", self.uri, self.base))
+    }
+
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
         let what = format!("namespace {namespace}");
         let lost = |message: String| CatalogError::Other {
@@ -651,11 +693,11 @@ impl TableCatalog for RestCatalog {
         }
     }
 
+    /// Drops the table and asks the catalog to purge its files.
     async fn drop_table(&self, ident: &TableIdent) -> Result<(), CatalogError> {
-        match self
-            .send(Method::DELETE, self.table_url(ident)?, None)
-            .await?
-        {
+        let mut url = self.table_url(ident)?;
+        url.query_pairs_mut().append_pair("purgeRequested", "true");
+        match self.send(Method::DELETE, url, None).await? {
             Reply::Status(s, _) if s.is_success() => Ok(()),
             Reply::Status(StatusCode::NOT_FOUND, _) => Err(CatalogError::NoSuchTable {
                 catalog: KIND,

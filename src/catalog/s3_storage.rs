@@ -54,6 +54,10 @@ pub struct S3RequestStats {
     other: AtomicU64,
 }
 
+/// The IAM actions of the requests this storage sends for table files (GET/HEAD, PUT and
+/// multipart uploads), where the files live in a plain S3 bucket (MinIO AIStor Tables).
+pub const DATA_ACTIONS: &[&str] = &["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"];
+
 /// A copy of [`S3RequestStats`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct S3RequestCounts {

@@ -31,6 +31,7 @@ const KIND: &str = "s3tables";
 /// access (`GetTableData`, `PutTableData`) covers the GET/HEAD/PUT/multipart requests on the
 /// warehouse locations.
 pub const ACTIONS: &[&str] = &[
+    "s3tables:GetTableBucket",
     "s3tables:CreateNamespace",
     "s3tables:GetNamespace",
     "s3tables:ListNamespaces",
@@ -43,6 +44,12 @@ pub const ACTIONS: &[&str] = &[
     "s3tables:PutTableData",
     "s3tables:DeleteTable",
 ];
+
+/// Needed only to drop tables (`floe backfill --drop-and-recreate`).
+pub const DROP_ACTION: &str = "s3tables:DeleteTable";
+
+/// The actions for reading and writing a table's files (the S3 requests on its warehouse).
+pub const DATA_ACTIONS: &[&str] = &["s3tables:GetTableData", "s3tables:PutTableData"];
 
 pub struct S3TablesCatalog {
     client: aws_sdk_s3tables::Client,
@@ -332,6 +339,53 @@ impl TableCatalog for S3TablesCatalog {
                 Failure::Conflict => Ok(()),
                 f => Err(fail("CreateNamespace", f)),
             },
+        }
+    }
+
+    async fn namespace_exists(&self, namespace: &str) -> Result<bool, CatalogError> {
+        match self
+            .client
+            .get_namespace()
+            .table_bucket_arn(&self.bucket_arn)
+            .namespace(namespace)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match classify(e) {
+                Failure::NotFound => Ok(false),
+                Failure::Transient(m) | Failure::Unknown(m) | Failure::Fatal(m) => Err(
+                    CatalogError::other(KIND, format!("namespace {namespace}: GetNamespace: {m}")),
+                ),
+                Failure::Conflict => Err(CatalogError::other(
+                    KIND,
+                    format!("namespace {namespace}: GetNamespace: conflict"),
+                )),
+            },
+        }
+    }
+
+    async fn describe(&self) -> Result<String, CatalogError> {
+        match self
+            .client
+            .get_table_bucket()
+            .table_bucket_arn(&self.bucket_arn)
+            .send()
+            .await
+        {
+            Ok(bucket) => Ok(format!("table bucket {} ({})", bucket.name(), bucket.arn())),
+            Err(e) => Err(CatalogError::other(
+                KIND,
+                format!(
+                    "GetTableBucket {}: {}",
+                    self.bucket_arn,
+                    match classify(e) {
+                        Failure::NotFound => "the table bucket does not exist".to_string(),
+                        Failure::Conflict => "conflict".to_string(),
+                        Failure::Transient(m) | Failure::Unknown(m) | Failure::Fatal(m) => m,
+                    }
+                ),
+            )),
         }
     }
 

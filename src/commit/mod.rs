@@ -122,6 +122,9 @@ pub struct TableSpec {
     /// identifier fields are used as they are.
     pub primary_key: Vec<String>,
     pub properties: BTreeMap<String, String>,
+    /// Snapshot reads (`r`) of keys not yet seen are new rows: set by a backfill into a table
+    /// it created, so a snapshot is appended without delete files.
+    pub reads_are_new: bool,
 }
 
 /// One commit window's changes for one table.
@@ -141,6 +144,8 @@ pub struct CommitOutcome {
     pub data_files: usize,
     pub delete_files: usize,
     pub rows_written: u64,
+    /// Bytes of the data and delete files written.
+    pub bytes_written: u64,
     pub keys_deleted: u64,
     pub ignored_deletes: usize,
     pub attempts: u32,
@@ -312,8 +317,14 @@ impl CommitEngine {
                 .get("total-records")
                 .is_some_and(|n| n == "0")
         });
-        let merged =
-            merge::merge(&combined, &ops, &key_columns, table_is_empty).map_err(&invalid)?;
+        let merged = merge::merge(
+            &combined,
+            &ops,
+            &key_columns,
+            table_is_empty,
+            spec.reads_are_new,
+        )
+        .map_err(&invalid)?;
         if merged.ignored_deletes > 0 {
             tracing::warn!(
                 table = %ident,
@@ -347,12 +358,18 @@ impl CommitEngine {
             None => Vec::new(),
         };
 
+        let bytes_written = data_files
+            .iter()
+            .chain(&delete_files)
+            .map(|f| f.file_size_in_bytes())
+            .sum();
         let outcome = |snapshot_id: i64, attempts: u32| CommitOutcome {
             table: ident.clone(),
             snapshot_id,
             data_files: data_files.len(),
             delete_files: delete_files.len(),
             rows_written,
+            bytes_written,
             keys_deleted,
             ignored_deletes: merged.ignored_deletes,
             attempts,

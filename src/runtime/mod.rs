@@ -11,8 +11,11 @@
 //! them over a channel; the loop drops in-flight work when partitions are revoked (it will be
 //! re-read by whoever owns them next) before it handles another record.
 
+mod backfill;
 mod context;
 mod fault;
+
+pub use backfill::{BackfillOptions, BackfillReport, TableReport};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +52,8 @@ pub enum RuntimeError {
     Setup(String),
     #[error("shutdown: could not flush and commit within the drain timeout ({0:?})")]
     DrainTimeout(Duration),
+    #[error("interrupted: what was committed stays; run it again to continue")]
+    Interrupted,
 }
 
 /// What a run did, for logs and tests.
@@ -82,7 +87,19 @@ pub struct Runtime {
     stager: Stager,
     tables: HashMap<TableName, TableState>,
     summary: RunSummary,
+    /// What was committed per table, for the backfill report.
+    committed: HashMap<TableName, Committed>,
+    /// Set by a backfill into tables it created: snapshot reads need no delete files.
+    reads_are_new: bool,
     metrics: Arc<Metrics>,
+}
+
+/// Totals of one table's commits in this process.
+#[derive(Debug, Default, Clone, Copy)]
+struct Committed {
+    rows: u64,
+    files: u64,
+    bytes: u64,
 }
 
 impl Runtime {
@@ -138,6 +155,8 @@ impl Runtime {
             stager,
             tables: HashMap::new(),
             summary: RunSummary::default(),
+            committed: HashMap::new(),
+            reads_are_new: false,
             metrics,
         })
     }
@@ -203,7 +222,15 @@ impl Runtime {
                     match message {
                         Ok(m) => {
                             let m = detach(m);
-                            if let Err(e) = self.handle_record(&m).await { break Err(e) }
+                            if let Err(e) = self.handle_record(&m).await {
+                                if matches!(e, RuntimeError::Policy(_)) {
+                                    // Commit what came before the bad record, then stop before it.
+                                    if let Err(commit) = self.commit_all(true).await {
+                                        tracing::error!(error = %commit, "commit before stopping failed");
+                                    }
+                                }
+                                break Err(e)
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "kafka consumer error; retrying");
@@ -329,11 +356,8 @@ impl Runtime {
                             .note_position(record.topic, record.partition, record.offset);
                         table
                     }
-                    Err(e) => {
-                        // Commit what came before the bad record, then stop before it.
-                        self.commit_all(true).await?;
-                        return Err(Box::new(e).into());
-                    }
+                    // The caller commits what came before the bad record and stops before it.
+                    Err(e) => return Err(Box::new(e).into()),
                 }
             }
         };
@@ -459,6 +483,7 @@ impl Runtime {
                     .clone()
                     .unwrap_or_else(|| state.primary_key.clone()),
                 properties: settings.properties.clone(),
+                reads_are_new: self.reads_are_new,
             };
             let started = Instant::now();
             let outcome = self
@@ -498,6 +523,10 @@ impl Runtime {
             );
             self.summary.commits += 1;
             self.summary.rows_written += outcome.rows_written;
+            let totals = self.committed.entry(table.clone()).or_default();
+            totals.rows += outcome.rows_written;
+            totals.files += (outcome.data_files + outcome.delete_files) as u64;
+            totals.bytes += outcome.bytes_written;
             if outcome.created_table || outcome.schema_changed {
                 register_table(&self.engine, &mut self.decoder, table).await?;
             }

@@ -16,7 +16,71 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+
 use crate::config::{StagingConfig, TableName};
+
+/// Every S3 operation Floe sends to the staging bucket (`floe run` and `floe check`), with the
+/// IAM action it needs. `floe policy` prints these and `floe check` names them; an operation
+/// missing here is logged as a warning when it is sent.
+pub const S3_ACTIONS: &[(&str, &str)] = &[
+    ("PutObject", "s3:PutObject"),
+    ("GetObject", "s3:GetObject"),
+    ("DeleteObject", "s3:DeleteObject"),
+    (
+        "GetBucketLifecycleConfiguration",
+        "s3:GetLifecycleConfiguration",
+    ),
+    (
+        "PutBucketLifecycleConfiguration",
+        "s3:PutLifecycleConfiguration",
+    ),
+    ("GetBucketEncryption", "s3:GetEncryptionConfiguration"),
+];
+
+/// The action only needed with `staging.manage_lifecycle = true`.
+pub const MANAGE_LIFECYCLE_ACTION: &str = "s3:PutLifecycleConfiguration";
+
+/// KMS actions for staged files encrypted with `staging.kms_key_arn` (written, then read).
+pub const KMS_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt"];
+
+/// The IAM action of an S3 operation in [`S3_ACTIONS`].
+pub fn s3_action(operation: &str) -> Option<&'static str> {
+    S3_ACTIONS
+        .iter()
+        .find(|(op, _)| *op == operation)
+        .map(|(_, action)| *action)
+}
+
+/// Warns about any staging operation that [`S3_ACTIONS`] does not list.
+#[derive(Debug)]
+struct CheckActions;
+
+impl Intercept for CheckActions {
+    fn name(&self) -> &'static str {
+        "floe-check-staging-actions"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(metadata) = cfg.load::<Metadata>()
+            && s3_action(metadata.name()).is_none()
+        {
+            tracing::warn!(
+                operation = metadata.name(),
+                "staging S3 operation missing from stage::S3_ACTIONS"
+            );
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("staging {location}: {message}")]
@@ -63,6 +127,8 @@ pub enum Stager {
         client: aws_sdk_s3::Client,
         bucket: String,
         prefix: String,
+        /// SSE-KMS key for staged files; `None`: the bucket's default encryption.
+        kms_key: Option<String>,
     },
 }
 
@@ -96,11 +162,17 @@ impl Stager {
                     .clone()
                     .or_else(|| sdk.region().map(|r| r.to_string()))
                     .unwrap_or_else(|| "us-east-1".into());
-                let client = crate::catalog::aws::s3_client(
-                    &sdk,
-                    &region,
-                    s3.endpoint.as_deref(),
-                    s3.force_path_style,
+                let client = aws_sdk_s3::Client::from_conf(
+                    crate::catalog::aws::s3_client(
+                        &sdk,
+                        &region,
+                        s3.endpoint.as_deref(),
+                        s3.force_path_style,
+                    )
+                    .config()
+                    .to_builder()
+                    .interceptor(CheckActions)
+                    .build(),
                 );
                 let prefix = if s3.prefix.is_empty() {
                     instance.to_string()
@@ -111,8 +183,22 @@ impl Stager {
                     client,
                     bucket: s3.bucket.clone(),
                     prefix,
+                    kms_key: s3.kms_key_arn.clone(),
                 })
             }
+        }
+    }
+
+    /// The S3 client, bucket, object prefix of this process and SSE-KMS key (for `floe check`).
+    pub fn s3(&self) -> Option<(&aws_sdk_s3::Client, &str, &str, Option<&str>)> {
+        match self {
+            Stager::S3 {
+                client,
+                bucket,
+                prefix,
+                kms_key,
+            } => Some((client, bucket, prefix, kms_key.as_deref())),
+            Stager::Local { .. } => None,
         }
     }
 
@@ -128,6 +214,7 @@ impl Stager {
             client,
             bucket,
             prefix,
+            ..
         } = self
         else {
             return Ok(LifecycleState::NotApplicable);
@@ -240,14 +327,17 @@ impl Stager {
                 client,
                 bucket,
                 prefix,
+                kms_key,
             } => {
                 let key = format!("{prefix}/{name}");
                 let location = format!("s3://{bucket}/{key}");
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .body(body.into())
+                let mut put = client.put_object().bucket(bucket).key(&key);
+                if let Some(kms_key) = kms_key {
+                    put = put
+                        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                        .ssekms_key_id(kms_key);
+                }
+                put.body(body.into())
                     .send()
                     .await
                     .map_err(|e| stage_err(&location, aws_sdk_s3::error::DisplayErrorContext(e)))?;

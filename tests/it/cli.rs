@@ -1,5 +1,6 @@
 //! The `floe` binary as a user meets it: help texts, exit codes, configuration errors.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -111,19 +112,172 @@ fn unknown_subcommand_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn commands_not_built_yet_say_so_and_fail() {
+const S3TABLES_CONFIG: &str = r#"
+[kafka]
+brokers = "127.0.0.1:19092"
+topics = ["dbserver1.inventory.customers"]
+[staging]
+bucket = "floe-staging"
+prefix = "cdc/deltas"
+kms_key_arn = "arn:aws:kms:eu-west-1:111122223333:key/0000-1111"
+[catalog]
+type = "s3tables"
+table_bucket_arn = "arn:aws:s3tables:eu-west-1:111122223333:bucket/analytics"
+"#;
+
+fn policy_json(config: &str, extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), VALID);
-    for sub in ["backfill", "policy"] {
-        let out = floe(&[sub, "--config", &path], &[]);
-        assert_eq!(out.status.code(), Some(1), "floe {sub}");
-        assert!(
-            text(&out.stderr).contains("not implemented yet"),
-            "floe {sub}: {}",
-            text(&out.stderr)
-        );
-    }
+    let path = write_config(dir.path(), config);
+    let mut args = vec!["policy", "--config", &path];
+    args.extend(extra);
+    let out = floe(&args, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("floe policy prints JSON")
+}
+
+fn actions_of(policy: &serde_json::Value) -> BTreeSet<String> {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn statement<'a>(policy: &'a serde_json::Value, sid: &str) -> &'a serde_json::Value {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("no statement {sid} in {policy:#}"))
+}
+
+/// The policy grants exactly the actions the backends list as the ones they call.
+#[test]
+fn policy_for_s3_tables_lists_exactly_the_actions_the_code_calls() {
+    use floe::catalog::s3tables;
+    let policy = policy_json(S3TABLES_CONFIG, &[]);
+    assert_eq!(policy["Version"], "2012-10-17");
+    let mut want: BTreeSet<String> = s3tables::ACTIONS
+        .iter()
+        .filter(|a| **a != s3tables::DROP_ACTION)
+        .map(|a| a.to_string())
+        .collect();
+    want.extend(
+        floe::stage::S3_ACTIONS
+            .iter()
+            .map(|(_, a)| a.to_string())
+            .filter(|a| a != floe::stage::MANAGE_LIFECYCLE_ACTION),
+    );
+    want.extend(floe::stage::KMS_ACTIONS.iter().map(|a| a.to_string()));
+    assert_eq!(actions_of(&policy), want);
+    let tables = statement(&policy, "FloeTableBucket");
+    assert_eq!(
+        tables["Resource"],
+        serde_json::json!([
+            "arn:aws:s3tables:eu-west-1:111122223333:bucket/analytics",
+            "arn:aws:s3tables:eu-west-1:111122223333:bucket/analytics/table/*"
+        ])
+    );
+    assert_eq!(
+        statement(&policy, "FloeStagingObjects")["Resource"],
+        serde_json::json!(["arn:aws:s3:::floe-staging/cdc/deltas/*"])
+    );
+    assert_eq!(
+        statement(&policy, "FloeStagingKms")["Resource"],
+        serde_json::json!(["arn:aws:kms:eu-west-1:111122223333:key/0000-1111"])
+    );
+
+    // Dropping tables and managing the lifecycle rule add exactly their actions.
+    let managed = S3TABLES_CONFIG.replace(
+        "prefix = \"cdc/deltas\"",
+        "prefix = \"cdc/deltas\"\nmanage_lifecycle = true",
+    );
+    let more = actions_of(&policy_json(&managed, &["--drop-and-recreate"]));
+    let added: BTreeSet<String> = more.difference(&want).cloned().collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            s3tables::DROP_ACTION.to_string(),
+            floe::stage::MANAGE_LIFECYCLE_ACTION.to_string()
+        ])
+    );
+}
+
+#[test]
+fn policy_for_aistor_tables_is_scoped_to_the_warehouse() {
+    let config = r#"
+[kafka]
+brokers = "127.0.0.1:19092"
+topics = ["t"]
+[staging]
+bucket = "staging"
+endpoint = "http://127.0.0.1:9000"
+[catalog]
+type = "rest"
+uri = "http://127.0.0.1:9000/_iceberg"
+warehouse = "lake"
+auth = "sigv4"
+"#;
+    let policy = policy_json(config, &[]);
+    let warehouse = statement(&policy, "FloeWarehouse");
+    assert_eq!(
+        warehouse["Resource"],
+        serde_json::json!([
+            "arn:aws:s3tables:::bucket/lake",
+            "arn:aws:s3tables:::bucket/lake/table/*"
+        ])
+    );
+    let want: BTreeSet<String> = floe::catalog::rest::ACTIONS
+        .iter()
+        .flat_map(|(_, a)| a.iter())
+        .filter(|a| **a != floe::catalog::s3tables::DROP_ACTION)
+        .map(|a| a.to_string())
+        .collect();
+    let got: BTreeSet<String> = warehouse["Action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want);
+    let data = statement(&policy, "FloeWarehouseData");
+    assert_eq!(data["Resource"], serde_json::json!(["arn:aws:s3:::lake/*"]));
+    assert!(
+        data["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("s3:PutObject"))
+    );
+}
+
+#[test]
+fn policy_as_terraform_includes_the_staging_bucket_and_its_expiration_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), S3TABLES_CONFIG);
+    let out = floe(&["policy", "--config", &path, "--format", "terraform"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hcl = text(&out.stdout);
+    assert!(
+        hcl.contains("data \"aws_iam_policy_document\" \"floe\""),
+        "{hcl}"
+    );
+    assert!(
+        hcl.contains("\"s3tables:UpdateTableMetadataLocation\""),
+        "{hcl}"
+    );
+    assert!(!hcl.contains("DeleteTable"), "{hcl}");
+    assert!(
+        hcl.contains("resource \"aws_s3_bucket\" \"floe_staging\""),
+        "{hcl}"
+    );
+    assert!(hcl.contains("bucket = \"floe-staging\""), "{hcl}");
+    assert!(hcl.contains("prefix = \"cdc/deltas/\""), "{hcl}");
+    assert!(hcl.contains("days = 3"), "{hcl}");
+    // Balanced braces: the HCL blocks are closed.
+    assert_eq!(hcl.matches('{').count(), hcl.matches('}').count());
 }
 
 #[test]
@@ -150,14 +304,16 @@ fn check_reports_each_kafka_topic_and_the_local_directories() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.contains(&format!("ok           kafka topic {topic}: 1 partition(s)")),
+        stdout.contains(&format!(
+            "ok           kafka topic {topic}: 1 partition(s); partition 0 holds offsets 0..4"
+        )),
         "{stdout}"
     );
     assert!(
         stdout.contains("ok           staging directory"),
         "{stdout}"
     );
-    assert!(stdout.contains("all 5 checks passed"), "{stdout}");
+    assert!(stdout.contains("all 9 checks passed"), "{stdout}");
 
     let missing = format!("{topic}_absent");
     let path = write_config(
@@ -172,7 +328,7 @@ fn check_reports_each_kafka_topic_and_the_local_directories() {
         "{stdout}"
     );
     assert!(
-        text(&out.stderr).contains("1 of 5 checks did not pass"),
+        text(&out.stderr).contains("1 of 6 checks did not pass"),
         "{}",
         text(&out.stderr)
     );

@@ -49,6 +49,7 @@ fn spec(table: &str) -> TableSpec {
         name: table.parse().unwrap(),
         primary_key: vec!["id".into()],
         properties: BTreeMap::new(),
+        reads_are_new: false,
     }
 }
 

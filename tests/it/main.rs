@@ -2,6 +2,7 @@
 //! (Kafka, S3 / S3 Tables, REST catalog) find it on 127.0.0.1 as started by
 //! `scripts/test-env.sh up`, and fail (not skip) with a hint when it is not there.
 
+mod backfill;
 mod cli;
 mod commit;
 mod commit_format;

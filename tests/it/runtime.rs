@@ -13,7 +13,7 @@ use crate::support;
 
 /// What the table must hold after `produce_sample.py --count n` (and, with `all_to`, after
 /// `--update-all-to V`): ids 1..=n without multiples of 5; multiples of 3 were updated once.
-fn model(n: i64, all_to: Option<i64>) -> Value {
+pub(crate) fn model(n: i64, all_to: Option<i64>) -> Value {
     let rows = (1..=n)
         .filter(|i| i % 5 != 0)
         .map(|i| {
@@ -29,7 +29,13 @@ fn model(n: i64, all_to: Option<i64>) -> Value {
     Value::Array(rows)
 }
 
-fn produce(brokers: &str, topic: &str, count: i64, partitions: i32, update_all_to: Option<i64>) {
+pub(crate) fn produce(
+    brokers: &str,
+    topic: &str,
+    count: i64,
+    partitions: i32,
+    update_all_to: Option<i64>,
+) {
     let mut cmd = Command::new(support::python());
     cmd.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -65,7 +71,7 @@ fn await_eviction() {
 }
 
 /// Where `floe run` writes: the local catalog, or S3 Tables (moto) with S3 staging.
-enum Target {
+pub(crate) enum Target {
     Local,
     /// SeaweedFS: the Iceberg REST catalog with SigV4, staging in its S3.
     Rest {
@@ -81,7 +87,7 @@ enum Target {
 
 impl Target {
     /// A fresh S3 Tables table bucket and staging bucket in moto.
-    async fn s3tables() -> Target {
+    pub(crate) async fn s3tables() -> Target {
         let endpoint = support::moto_endpoint();
         let name = support::unique("run").replace('_', "-");
         let arn = format!("arn:aws:s3tables:us-east-1:123456789012:bucket/{name}");
@@ -112,7 +118,7 @@ impl Target {
     }
 
     /// A namespace of its own in SeaweedFS's table bucket, and a staging bucket.
-    async fn rest() -> Target {
+    pub(crate) async fn rest() -> Target {
         let (key, secret) = support::weed_credentials();
         let namespace = support::unique("run");
         let staging_bucket = namespace.replace('_', "-");
@@ -135,7 +141,7 @@ impl Target {
     }
 
     /// The destination table's name.
-    fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         match self {
             Target::Rest { namespace, .. } => format!("{namespace}.customers"),
             _ => "inventory.customers".into(),
@@ -167,7 +173,7 @@ impl Target {
     }
 }
 
-fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+pub(crate) fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let sdk = support::static_sdk_config("test", "test");
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
@@ -177,7 +183,7 @@ fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     )
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -185,14 +191,14 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    config: PathBuf,
-    brokers: String,
-    topic: String,
+    pub(crate) root: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) brokers: String,
+    pub(crate) topic: String,
     group: String,
-    target: Target,
+    pub(crate) target: Target,
 }
 
 impl Setup {
@@ -204,7 +210,7 @@ impl Setup {
         Self::build(name, flush, metrics, Target::Local)
     }
 
-    fn build(name: &str, flush: &str, metrics: &str, target: Target) -> Self {
+    pub(crate) fn build(name: &str, flush: &str, metrics: &str, target: Target) -> Self {
         let session_ms = SESSION_TIMEOUT.as_millis();
         let brokers = support::kafka_brokers();
         let dir = tempfile::tempdir().unwrap();
@@ -255,9 +261,24 @@ table = "{table}"
     }
 
     fn start(&self, tag: &str) -> Child {
+        self.spawn(&["run"], tag)
+    }
+
+    /// `floe <args> --config <config>` in the background, logging to `floe-<tag>.log`.
+    pub(crate) fn spawn(&self, args: &[&str], tag: &str) -> Child {
         let log = std::fs::File::create(self.root.join(format!("floe-{tag}.log"))).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_floe"))
-            .args(["run", "--config"])
+        self.command(args)
+            .stdout(std::fs::File::create(self.root.join(format!("floe-{tag}.out"))).unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start floe")
+    }
+
+    /// `floe <args> --config <config>` with the fixtures' credentials, as a container runs it.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_floe"));
+        cmd.args(args)
+            .arg("--config")
             .arg(&self.config)
             .env("FLOE_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
@@ -265,13 +286,11 @@ table = "{table}"
             .env("AWS_ACCESS_KEY_ID", self.access_key())
             .env("AWS_SECRET_ACCESS_KEY", self.secret_key())
             .env("AWS_REGION", "us-east-1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start floe run")
+            .stdin(Stdio::null());
+        cmd
     }
 
-    fn log(&self, tag: &str) -> String {
+    pub(crate) fn log(&self, tag: &str) -> String {
         std::fs::read_to_string(self.root.join(format!("floe-{tag}.log"))).unwrap_or_default()
     }
 
@@ -290,7 +309,7 @@ table = "{table}"
     }
 
     /// The table's rows (id, email, balance) as DuckDB reads them, or None before it exists.
-    fn rows(&self) -> Option<Value> {
+    pub(crate) fn rows(&self) -> Option<Value> {
         if let Target::Rest { namespace, .. } = &self.target {
             let url = format!(
                 "{}/v1/{}/namespaces/{namespace}/tables/customers",
@@ -374,7 +393,7 @@ table = "{table}"
     }
 
     /// The group's committed offset per partition, and each partition's end.
-    fn kafka_offsets(&self, partitions: i32) -> Vec<(i64, i64)> {
+    pub(crate) fn kafka_offsets(&self, partitions: i32) -> Vec<(i64, i64)> {
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", &self.group)
@@ -404,7 +423,7 @@ table = "{table}"
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -412,7 +431,7 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -740,7 +759,7 @@ fn s3_rows(location: &str, endpoint: &str, key: &str, secret: &str) -> Value {
 }
 
 /// A table of the local catalog under `data`, as DuckDB reads it.
-fn local_rows(data: &std::path::Path, table: &str, columns: &str) -> Option<Value> {
+pub(crate) fn local_rows(data: &std::path::Path, table: &str, columns: &str) -> Option<Value> {
     if !data.join("catalog.db").exists() {
         return None;
     }
