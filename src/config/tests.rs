@@ -415,6 +415,74 @@ fn bad_partition_spec_and_route_are_refused() {
     assert!(e.contains("exactly one of `topic` or `topic_regex`"), "{e}");
 }
 
+/// `connector.toml.example` with `backend`'s block active and the others commented out, as
+/// its header tells a user to do.
+fn example_for(backend: &str) -> String {
+    let text = include_str!("../../connector.toml.example");
+    let mut out = Vec::new();
+    let mut block: Option<(String, Vec<&str>)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# >>> backend: ") {
+            out.push(line.to_string());
+            block = Some((rest.split(' ').next().unwrap().to_string(), Vec::new()));
+        } else if line.starts_with("# <<< backend: ") {
+            let (name, lines) = block.take().expect("a block was opened");
+            let active = lines.iter().any(|l| !l.is_empty() && !l.starts_with('#'));
+            for l in lines {
+                out.push(if l.starts_with("##") || l.is_empty() {
+                    l.to_string()
+                } else if name == backend && !active {
+                    l.strip_prefix("# ")
+                        .unwrap_or(l.trim_start_matches('#'))
+                        .to_string()
+                } else if name != backend && active {
+                    format!("# {l}")
+                } else {
+                    l.to_string()
+                });
+            }
+            out.push(line.to_string());
+        } else if let Some((_, lines)) = &mut block {
+            lines.push(line);
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+#[test]
+fn the_example_has_a_complete_valid_block_per_backend() {
+    for backend in ["s3tables", "rest", "local"] {
+        let text = example_for(backend);
+        let c = load(&text).unwrap_or_else(|e| panic!("backend {backend}: {e}\n{text}"));
+        assert_eq!(c.catalog.kind(), backend);
+        match (&c.catalog, &c.staging) {
+            (CatalogConfig::Local(local), StagingConfig::Local { directory }) => {
+                assert_eq!(local.path, Path::new("floe-data"));
+                assert_eq!(directory, Path::new("floe-data/staging"));
+            }
+            (CatalogConfig::Rest(rest), StagingConfig::S3(s3)) => {
+                assert_eq!(rest.warehouse.as_deref(), Some("analytics"));
+                assert!(matches!(rest.auth, RestAuth::Sigv4 { .. }));
+                assert!(s3.manage_lifecycle);
+            }
+            (CatalogConfig::S3Tables(_), StagingConfig::S3(s3)) => {
+                assert_eq!(s3.bucket, "my-floe-staging");
+            }
+            (catalog, staging) => panic!("{backend}: {catalog:?} with {staging:?}"),
+        }
+    }
+    // The file as shipped is the S3 Tables example.
+    assert_eq!(
+        example_for("s3tables"),
+        format!(
+            "{}\n",
+            include_str!("../../connector.toml.example").trim_end()
+        )
+    );
+}
+
 #[test]
 fn the_documented_example_is_valid() {
     let c = load(include_str!("../../connector.toml.example")).unwrap();

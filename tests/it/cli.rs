@@ -352,3 +352,17 @@ fn check_names_unreachable_brokers() {
         "{stdout}"
     );
 }
+
+/// README.md's configuration reference is generated from connector.toml.example.
+#[test]
+fn the_readme_configuration_reference_matches_the_example() {
+    let out = Command::new(crate::support::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/config-reference.py"
+        ))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
