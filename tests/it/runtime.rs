@@ -587,6 +587,9 @@ impl Lcg {
     }
 }
 
+/// Rounds of the crash test; each kills two processes.
+const ROUNDS: i64 = 10;
+
 #[test]
 fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact() {
     let s = Setup::new(
@@ -601,7 +604,7 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact() {
     let mut rng = Lcg(seed);
     produce(&s.brokers, &s.topic, 300, 3, None);
     let mut kills = 0;
-    for round in 1..=8i64 {
+    for round in 1..=ROUNDS {
         produce(&s.brokers, &s.topic, 300, 3, Some(round));
         let tag = format!("r{round}");
         // A crash point, alternating, or a SIGKILL at a random moment.
@@ -613,10 +616,7 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact() {
         let mut crashing = match fault {
             Some(point) => {
                 let log = std::fs::File::create(s.root.join(format!("floe-{tag}.log"))).unwrap();
-                Command::new(env!("CARGO_BIN_EXE_floe"))
-                    .args(["run", "--config"])
-                    .arg(&s.config)
-                    .env("FLOE_LOG_FORMAT", "json")
+                s.command(&["run"])
                     .env("FLOE_TEST_ABORT_AT", point)
                     .stdout(Stdio::null())
                     .stderr(log)
@@ -655,18 +655,18 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact() {
         );
     }
     let mut last = s.start("last");
-    s.wait_for(&model(300, Some(8)), &mut last, "last");
+    s.wait_for(&model(300, Some(ROUNDS)), &mut last, "last");
     signal(&last, "-TERM");
     assert!(
         wait_exit(&mut last, Duration::from_secs(30)).success(),
         "{}",
         s.log("last")
     );
-    assert_eq!(s.rows().unwrap(), model(300, Some(8)));
+    assert_eq!(s.rows().unwrap(), model(300, Some(ROUNDS)));
     for (committed, end) in s.kafka_offsets(3) {
         assert_eq!(committed, end);
     }
-    assert!(kills >= 16);
+    assert_eq!(kills, 2 * ROUNDS);
 }
 
 /// Loads events, streams them, adds updates, drains with SIGTERM: the table and the group's
