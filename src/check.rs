@@ -284,7 +284,7 @@ async fn staging_checks(config: &Config) -> Vec<CheckResult> {
                     &["kms:GenerateDataKey"],
                 )
             } else if is_denied(&code) || is_denied(&text) {
-                let grant: Vec<&str> = ["s3:PutObject"]
+                let grant: Vec<&str> = [action("PutObject")]
                     .into_iter()
                     .chain(kms_grant("kms:GenerateDataKey"))
                     .collect();
@@ -314,43 +314,55 @@ async fn staging_checks(config: &Config) -> Vec<CheckResult> {
             )),
         },
         Err(e) => {
-            let code = e.code().unwrap_or("").to_string();
-            let grant: Vec<&str> = ["s3:GetObject"]
+            let grant: Vec<&str> = [action("GetObject")]
                 .into_iter()
                 .chain(kms_grant("kms:Decrypt"))
                 .collect();
-            results.push(if is_denied(&code) || code.starts_with("KMS") {
-                CheckResult::denied(what("read"), format!("refused ({code})"), &grant)
-            } else {
-                CheckResult::new(
-                    what("read"),
-                    Outcome::Failed,
-                    aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-                )
-            });
+            results.push(s3_refusal(what("read"), &e, &grant, true, ""));
         }
     }
     match client.delete_object().bucket(bucket).key(&key).send().await {
         Ok(_) => results.push(CheckResult::ok(what("delete"), "deleted the probe object")),
-        Err(e) => {
-            let code = e.code().unwrap_or("").to_string();
-            results.push(if is_denied(&code) {
-                CheckResult::denied(
-                    what("delete"),
-                    format!("refused ({code}); the probe object {key} is left"),
-                    &["s3:DeleteObject"],
-                )
-            } else {
-                CheckResult::new(
-                    what("delete"),
-                    Outcome::Failed,
-                    aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-                )
-            });
-        }
+        Err(e) => results.push(s3_refusal(
+            what("delete"),
+            &e,
+            &[action("DeleteObject")],
+            false,
+            &format!("; the probe object {key} is left"),
+        )),
     }
     results.extend(lifecycle_and_encryption(&stager, s3, &what).await);
     results
+}
+
+/// An S3 call that failed: "missing" with the actions that grant it when access was refused
+/// (or, with `kms_too`, a KMS key was unusable), else "failed" with the SDK's error.
+fn s3_refusal<E, R>(
+    what: String,
+    e: &aws_sdk_s3::error::SdkError<E, R>,
+    grant: &[&str],
+    kms_too: bool,
+    left: &str,
+) -> CheckResult
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().unwrap_or("");
+    if is_denied(code) || (kms_too && code.starts_with("KMS")) {
+        CheckResult::denied(what, format!("refused ({code}){left}"), grant)
+    } else {
+        CheckResult::new(
+            what,
+            Outcome::Failed,
+            aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        )
+    }
+}
+
+/// The IAM action of a staging operation, from [`crate::stage::S3_ACTIONS`].
+fn action(operation: &str) -> &'static str {
+    crate::stage::s3_action(operation).expect("the operation is in stage::S3_ACTIONS")
 }
 
 async fn lifecycle_and_encryption(
@@ -383,24 +395,16 @@ async fn lifecycle_and_encryption(
                     },
                 )
             }
-            Err(e) => {
-                let code = e.code().unwrap_or("").to_string();
-                if code == "ServerSideEncryptionConfigurationNotFoundError" {
-                    CheckResult::ok(what("encryption"), "no default encryption")
-                } else if is_denied(&code) {
-                    CheckResult::denied(
-                        what("encryption"),
-                        format!("refused ({code})"),
-                        &["s3:GetEncryptionConfiguration"],
-                    )
-                } else {
-                    CheckResult::new(
-                        what("encryption"),
-                        Outcome::Failed,
-                        aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-                    )
-                }
+            Err(e) if e.code() == Some("ServerSideEncryptionConfigurationNotFoundError") => {
+                CheckResult::ok(what("encryption"), "no default encryption")
             }
+            Err(e) => s3_refusal(
+                what("encryption"),
+                &e,
+                &[action("GetBucketEncryption")],
+                false,
+                "",
+            ),
         },
     );
     results.push(
@@ -421,7 +425,7 @@ async fn lifecycle_and_encryption(
             Err(e) if is_denied(&e.message) => CheckResult::denied(
                 what("expiration rule"),
                 "cannot read the lifecycle configuration",
-                &["s3:GetLifecycleConfiguration"],
+                &[action("GetBucketLifecycleConfiguration")],
             ),
             Err(e) => CheckResult::new(what("expiration rule"), Outcome::Failed, e.to_string()),
         },
