@@ -120,6 +120,7 @@ fn spec() -> TableSpec {
         primary_key: vec!["id".into()],
         properties: Default::default(),
         reads_are_new: false,
+        extras: Default::default(),
     }
 }
 
@@ -129,6 +130,7 @@ fn changes(batch: RecordBatch, next_offset: i64) -> TableChanges {
     TableChanges {
         batches: vec![batch],
         offsets,
+        truncated_at: None,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct TableBuffer {
     /// Positions consumed for this table since the last flush, including records that
     /// produced no row (tombstones after deletes, skipped bad records).
     offsets: CommittedOffsets,
+    /// The table keeps deleted rows (soft deletes): a delete is a row of its own, even of a
+    /// key inserted in this window, and carries the key's last image.
+    keep_deletes: bool,
 }
 
 /// A flushed buffer: the changes in order and the positions they cover.
@@ -53,6 +56,11 @@ impl TableBuffer {
         self.live == 0 && self.offsets.is_empty()
     }
 
+    /// Makes deletes rows of their own (the table soft-deletes).
+    pub fn keep_deletes(&mut self) {
+        self.keep_deletes = true;
+    }
+
     /// Records that `topic`/`partition` was read up to `offset` with nothing to apply.
     pub fn note_position(&mut self, topic: &str, partition: i32, offset: i64) {
         self.offsets.advance(topic, partition, offset + 1);
@@ -67,6 +75,10 @@ impl TableBuffer {
             change.position.offset,
         );
         self.bytes += record_bytes;
+        if change.op == Op::Truncate {
+            // Nothing after a truncate merges with what came before it: that is all dropped.
+            self.by_key.clear();
+        }
         if change.key.is_empty() || change.op == Op::Truncate {
             // Append-only tables and truncates are never merged.
             self.changes.push(Some(change));
@@ -86,6 +98,8 @@ impl TableBuffer {
             fill_unchanged(&mut change, &previous);
             let first_was_insert = previous.op == Op::Create;
             match change.op {
+                // The deleted row keeps its last values, whatever the delete carries.
+                Op::Delete if self.keep_deletes => fill_deleted(&mut change, &previous),
                 Op::Delete if first_was_insert => {
                     // Inserted and deleted within the window: nothing to write. The key's slot
                     // is freed so a later re-insert starts afresh.
@@ -126,6 +140,35 @@ impl TableBuffer {
 /// form is exact for every variant.
 fn key_of(key: &[Datum]) -> String {
     format!("{key:?}")
+}
+
+/// Gives a delete the last image of its row, for a table that keeps deleted rows: Debezium's
+/// delete usually carries only the key. Columns are matched by name and type, as in
+/// [`fill_unchanged`]; a value the delete does carry is kept.
+fn fill_deleted(change: &mut Change, previous: &Change) {
+    let Some(prev) = previous.after.as_ref() else {
+        return;
+    };
+    let columns = change.schema.columns();
+    let mut image = change
+        .before
+        .take()
+        .unwrap_or_else(|| vec![Datum::Null; columns.len()]);
+    for (i, value) in image.iter_mut().enumerate() {
+        if !matches!(value, Datum::Null | Datum::Unchanged) {
+            continue;
+        }
+        let column = &columns[i];
+        let from = previous
+            .schema
+            .columns()
+            .iter()
+            .position(|c| c.name == column.name && c.codec == column.codec);
+        if let Some(old) = from.and_then(|j| prev.get(j)) {
+            *value = old.clone();
+        }
+    }
+    change.before = Some(image);
 }
 
 /// Takes unchanged (TOASTed) columns of `change` from the previous image of the same key,

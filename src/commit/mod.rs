@@ -11,6 +11,7 @@
 //! the new base; it never rewrites data. When a commit's outcome is unknown (a timeout, a 5xx),
 //! the table is searched for the commit's id before anything is committed again.
 
+pub mod extras;
 pub mod files;
 pub mod merge;
 pub mod offsets;
@@ -33,6 +34,7 @@ use crate::catalog::{
     CatalogError, LoadedTable, NameRegistry, TableCatalog, TableIdent, default_table_properties,
 };
 use crate::config::TableName;
+use crate::decode::KafkaPosition;
 pub use files::FileSettings;
 pub use merge::ChangeOp;
 pub use offsets::CommittedOffsets;
@@ -125,6 +127,8 @@ pub struct TableSpec {
     /// Snapshot reads (`r`) of keys not yet seen are new rows: set by a backfill into a table
     /// it created, so a snapshot is appended without delete files.
     pub reads_are_new: bool,
+    /// Soft deletes and metadata columns.
+    pub extras: extras::Extras,
 }
 
 /// One commit window's changes for one table.
@@ -134,6 +138,9 @@ pub struct TableChanges {
     pub batches: Vec<RecordBatch>,
     /// What the window covers: `topic -> partition -> next offset`.
     pub offsets: CommittedOffsets,
+    /// The window truncated the table at this position before `batches`: the commit replaces
+    /// every row the table holds (unless the table already holds that position).
+    pub truncated_at: Option<KafkaPosition>,
 }
 
 /// What a commit did.
@@ -251,6 +258,7 @@ impl CommitEngine {
                         .iter()
                         .filter(|f| !is_internal_column(f.name()))
                         .cloned()
+                        .chain(spec.extras.fields().into_iter().map(Arc::new))
                         .collect::<Vec<_>>(),
                 );
                 (self.create_table(&ident, spec, &data_schema).await?, true)
@@ -261,20 +269,44 @@ impl CommitEngine {
         // the consumer re-read after a crash or a rebalance.
         let held =
             CommittedOffsets::of_table(&base.metadata, &self.settings.group).map_err(&invalid)?;
+        // A truncate the table already holds was applied by an earlier commit.
+        let truncating = !created_table
+            && changes.truncated_at.as_ref().is_some_and(|at| {
+                held.get(&at.topic, at.partition)
+                    .is_none_or(|next| next <= at.offset)
+            });
+        if truncating {
+            tracing::info!(table = %ident, "the source table was truncated: this commit replaces every row");
+        }
         let mut rows = Vec::with_capacity(changes.batches.len());
         let mut ops = Vec::new();
         let mut already_applied = 0usize;
         let mut unchanged = Vec::new();
+        let committed_at = chrono::Utc::now().timestamp_micros();
         for batch in &changes.batches {
             let (batch, dropped) = positions::drop_applied(batch, &held).map_err(&invalid)?;
             already_applied += dropped;
-            unchanged.extend(toast::unchanged_columns(&batch).map_err(&invalid)?);
+            let mut batch_unchanged = toast::unchanged_columns(&batch).map_err(&invalid)?;
             let schema = batch.schema();
             let op_index = schema
                 .index_of(OP_COLUMN)
                 .map_err(|_| invalid(format!("a change batch has no {OP_COLUMN} column")))?;
-            ops.extend(merge::parse_ops(batch.column(op_index).as_ref()).map_err(&invalid)?);
-            rows.push(positions::data_columns(&batch));
+            let mut batch_ops =
+                merge::parse_ops(batch.column(op_index).as_ref()).map_err(&invalid)?;
+            let data = spec
+                .extras
+                .apply(
+                    &batch,
+                    positions::data_columns(&batch),
+                    &mut batch_ops,
+                    &mut batch_unchanged,
+                    &spec.primary_key,
+                    committed_at,
+                )
+                .map_err(&invalid)?;
+            unchanged.extend(batch_unchanged);
+            ops.extend(batch_ops);
+            rows.push(data);
         }
         if already_applied > 0 {
             tracing::info!(table = %ident, rows = already_applied, "skipped changes the table already holds");
@@ -300,10 +332,16 @@ impl CommitEngine {
             .map_err(&invalid)?;
         let combined = concat_batches(&target, &projected).map_err(|e| invalid(e.to_string()))?;
         let key_columns = key_column_indices(&table_schema, &target);
-        let (combined, unresolved) =
-            toast::resolve(&base, &target, combined, &ops, &key_columns, &unchanged)
-                .await
-                .map_err(|e| invalid(format!("unchanged (TOASTed) columns: {e}")))?;
+        let (combined, unresolved) = toast::resolve(
+            (!truncating).then_some(&base),
+            &target,
+            combined,
+            &ops,
+            &key_columns,
+            &unchanged,
+        )
+        .await
+        .map_err(|e| invalid(format!("unchanged (TOASTed) columns: {e}")))?;
         if unresolved > 0 {
             tracing::warn!(
                 table = %ident,
@@ -311,12 +349,13 @@ impl CommitEngine {
                 "unchanged (TOASTed) values with no earlier image in the window or the table were left null"
             );
         }
-        let table_is_empty = base.metadata.current_snapshot().is_none_or(|s| {
-            s.summary()
-                .additional_properties
-                .get("total-records")
-                .is_some_and(|n| n == "0")
-        });
+        let table_is_empty = truncating
+            || base.metadata.current_snapshot().is_none_or(|s| {
+                s.summary()
+                    .additional_properties
+                    .get("total-records")
+                    .is_some_and(|n| n == "0")
+            });
         let merged = merge::merge(
             &combined,
             &ops,
@@ -387,6 +426,7 @@ impl CommitEngine {
                     offsets: &changes.offsets,
                     data_files: &data_files,
                     delete_files: &delete_files,
+                    replace_all: truncating,
                 },
             )
             .await

@@ -30,6 +30,8 @@ pub struct CommitFiles<'a> {
     pub offsets: &'a CommittedOffsets,
     pub data_files: &'a [DataFile],
     pub delete_files: &'a [DataFile],
+    /// The new files replace every file of the base (the source table was truncated).
+    pub replace_all: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -84,8 +86,9 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         manifests.push(writer.write_manifest_file().await.map_err(err)?);
     }
 
-    // The base snapshot's manifests stay as they are.
-    if let Some(current) = metadata.current_snapshot() {
+    // The base snapshot's manifests stay as they are, unless everything is replaced: then the
+    // new snapshot lists only the new files, and the base's files stay for older snapshots.
+    if let Some(current) = metadata.current_snapshot().filter(|_| !files.replace_all) {
         let bytes = io
             .new_input(current.manifest_list())
             .map_err(err)?
@@ -116,6 +119,11 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
     let mut offsets = CommittedOffsets::of_table(metadata, files.group)?;
     offsets.merge(files.offsets);
     let mut properties = summary.build();
+    if files.replace_all
+        && let Some(parent) = metadata.current_snapshot()
+    {
+        removed_everything(&mut properties, &parent.summary().additional_properties);
+    }
     add_totals(
         &mut properties,
         metadata
@@ -182,27 +190,38 @@ fn new_snapshot_id(base: &LoadedTable) -> i64 {
 }
 
 /// `total-*` = the parent's total + added - removed (as Iceberg's Java implementation does).
+/// Records that every file of the parent went: its totals become this snapshot's removals.
+fn removed_everything(props: &mut HashMap<String, String>, parent: &HashMap<String, String>) {
+    for (total, _, removed) in TOTALS {
+        if let Some(value) = parent.get(total) {
+            props.insert(removed.to_string(), value.clone());
+        }
+    }
+}
+
+/// Each running total, the summary key that adds to it and the one that takes from it.
+const TOTALS: [(&str, &str, &str); 6] = [
+    ("total-data-files", "added-data-files", "deleted-data-files"),
+    (
+        "total-delete-files",
+        "added-delete-files",
+        "removed-delete-files",
+    ),
+    ("total-records", "added-records", "deleted-records"),
+    ("total-files-size", "added-files-size", "removed-files-size"),
+    (
+        "total-position-deletes",
+        "added-position-deletes",
+        "removed-position-deletes",
+    ),
+    (
+        "total-equality-deletes",
+        "added-equality-deletes",
+        "removed-equality-deletes",
+    ),
+];
+
 fn add_totals(props: &mut HashMap<String, String>, parent: Option<&HashMap<String, String>>) {
-    const TOTALS: [(&str, &str, &str); 6] = [
-        ("total-data-files", "added-data-files", "deleted-data-files"),
-        (
-            "total-delete-files",
-            "added-delete-files",
-            "removed-delete-files",
-        ),
-        ("total-records", "added-records", "deleted-records"),
-        ("total-files-size", "added-files-size", "removed-files-size"),
-        (
-            "total-position-deletes",
-            "added-position-deletes",
-            "removed-position-deletes",
-        ),
-        (
-            "total-equality-deletes",
-            "added-equality-deletes",
-            "removed-equality-deletes",
-        ),
-    ];
     let get = |map: &HashMap<String, String>, key: &str| -> u64 {
         map.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
     };

@@ -68,8 +68,10 @@ pub fn unchanged_columns(batch: &RecordBatch) -> Result<Vec<Vec<String>>, String
 
 /// `rows` (the window in the table's schema) with every unchanged cell resolved; returns the
 /// batch and how many cells no image had (left null, and logged by the caller).
+/// `table` is None when the window starts from an empty table (it truncated it): cells with no
+/// earlier image in the window then have none at all.
 pub async fn resolve(
-    table: &LoadedTable,
+    table: Option<&LoadedTable>,
     target: &ArrowSchemaRef,
     rows: RecordBatch,
     ops: &[ChangeOp],
@@ -133,15 +135,20 @@ pub async fn resolve(
     }
 
     let mut unresolved = 0;
-    let current = if from_table.is_empty() {
-        None
-    } else {
-        let wanted: Vec<usize> = {
-            let mut r: Vec<usize> = from_table.iter().map(|(row, _)| *row).collect();
-            r.dedup();
-            r
-        };
-        Some(current_rows(table, target, &rows, key_columns, &wanted).await?)
+    let current = match table {
+        _ if from_table.is_empty() => None,
+        None => {
+            unresolved += from_table.len();
+            None
+        }
+        Some(table) => {
+            let wanted: Vec<usize> = {
+                let mut r: Vec<usize> = from_table.iter().map(|(row, _)| *row).collect();
+                r.dedup();
+                r
+            };
+            Some(current_rows(table, target, &rows, key_columns, &wanted).await?)
+        }
     };
     if let Some(current) = &current {
         let current_keys = converter

@@ -1,11 +1,14 @@
-//! The consumer context: forwards rebalance events to the main loop and does nothing else.
-//! librdkafka calls it from inside a poll, so it must not block, spawn or panic.
+//! The consumer context: forwards rebalance events to the main loop, and pauses newly assigned
+//! partitions until the loop has positioned them at the offsets their tables hold. librdkafka
+//! calls it from inside a poll, so it must not block, spawn or panic; pausing only queues a
+//! request inside librdkafka.
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
+use tokio::sync::Notify;
 
 use crate::telemetry::{Metrics, PartitionLabel};
 
@@ -14,17 +17,23 @@ pub enum RebalanceEvent {
     Assigned(Vec<(String, i32)>),
     Revoked(Vec<(String, i32)>),
     Error(String),
+    /// Assigned partitions could not be paused: their records would arrive before the loop
+    /// positions them, so the run must stop.
+    PauseFailed(String),
 }
 
 pub struct RebalanceForwarder {
     tx: Mutex<Sender<RebalanceEvent>>,
+    /// Wakes the main loop, which may be waiting on paused partitions that deliver nothing.
+    wake: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
 
 impl RebalanceForwarder {
-    pub fn new(tx: Sender<RebalanceEvent>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(tx: Sender<RebalanceEvent>, wake: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
         RebalanceForwarder {
             tx: Mutex::new(tx),
+            wake,
             metrics,
         }
     }
@@ -35,6 +44,7 @@ impl RebalanceForwarder {
         if let Ok(tx) = self.tx.lock() {
             let _ = tx.send(event);
         }
+        self.wake.notify_one();
     }
 }
 
@@ -70,5 +80,16 @@ impl ConsumerContext for RebalanceForwarder {
             Rebalance::Assign(tpl) => RebalanceEvent::Assigned(list(tpl)),
             Rebalance::Error(e) => RebalanceEvent::Error(e.to_string()),
         });
+    }
+
+    /// Newly assigned partitions stay paused until the main loop has sought each one to the
+    /// offset its table holds (the group's committed offset may be older, or gone).
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && tpl.count() > 0
+            && let Err(e) = consumer.pause(tpl)
+        {
+            self.send(RebalanceEvent::PauseFailed(e.to_string()));
+        }
     }
 }

@@ -3,13 +3,17 @@
 //! table on the commit interval; group offsets are committed to Kafka only after the table
 //! commit that holds them.
 //!
-//! Exactly once: the table is the record of what was applied. After a crash or a rebalance the
-//! consumer resumes from the group's committed offsets, which never run ahead of the tables,
-//! and the commit engine drops every re-read change the table already holds.
+//! Exactly once: the table is the record of what was applied. Every assigned partition starts
+//! paused; the loop reads the offsets its table holds (`floe.offsets.<group>`), seeks there and
+//! only then resumes it, so neither an older group offset nor a missing one (expired, or reset
+//! to `latest`) decides where reading starts. Partitions a table holds nothing for start at the
+//! group's committed offset, or at `start_from`. The commit engine still drops every re-read
+//! change the table already holds, and group offsets are committed only after the table commit.
 //!
 //! Rebalances are a protocol, not a callback side effect: the consumer context only forwards
-//! them over a channel; the loop drops in-flight work when partitions are revoked (it will be
-//! re-read by whoever owns them next) before it handles another record.
+//! them over a channel (and pauses what it was given); the loop drops in-flight work when
+//! partitions are revoked (it will be re-read by whoever owns them next) before it handles
+//! another record.
 
 mod backfill;
 mod context;
@@ -32,7 +36,9 @@ use crate::commit::{
     TableSpec,
 };
 use crate::config::{Config, TableName, TopicSelection};
-use crate::decode::{BatchPart, Decoded, Decoder, ErrorPolicy, KafkaRecord, PolicyError};
+use crate::decode::{
+    BatchPart, Decoded, Decoder, ErrorPolicy, KafkaPosition, KafkaRecord, PolicyError,
+};
 use crate::stage::{StageError, StagedDelta, Stager};
 use crate::telemetry::{Metrics, TableOp};
 use context::{RebalanceEvent, RebalanceForwarder};
@@ -70,6 +76,8 @@ struct TableState {
     staged: Vec<StagedDelta>,
     /// Positions covered by `staged` (and by flushes that produced no rows).
     staged_offsets: CommittedOffsets,
+    /// The source table was truncated here in this window; `staged` holds only what came after.
+    truncated_at: Option<KafkaPosition>,
     /// The primary key the decoder found for the table (Kafka key or configured override).
     primary_key: Vec<String>,
     /// Consecutive failed commits, for backoff.
@@ -81,6 +89,8 @@ pub struct Runtime {
     config: Config,
     consumer: Arc<StreamConsumer<RebalanceForwarder>>,
     events: std::sync::mpsc::Receiver<RebalanceEvent>,
+    /// Notified with every rebalance event, so the loop sees them while partitions are paused.
+    rebalanced: Arc<tokio::sync::Notify>,
     decoder: Decoder,
     policy: ErrorPolicy,
     engine: CommitEngine,
@@ -105,14 +115,21 @@ struct Committed {
 impl Runtime {
     pub async fn new(config: Config) -> Result<Self, RuntimeError> {
         let (tx, events) = std::sync::mpsc::channel();
+        let rebalanced = Arc::new(tokio::sync::Notify::new());
         let metrics = Arc::new(Metrics::default());
         let mut consumer_config = crate::source::consumer_config(&config.kafka);
         if consumer_config.get("statistics.interval.ms").is_none() {
             // librdkafka reports consumer lag per partition in its statistics.
             consumer_config.set("statistics.interval.ms", "15000");
         }
-        let consumer: StreamConsumer<RebalanceForwarder> =
-            consumer_config.create_with_context(RebalanceForwarder::new(tx, metrics.clone()))?;
+        if consumer_config.get("fetch.queue.backoff.ms").is_none() {
+            // librdkafka waits this long to fetch again once its queue is full (1 s by default),
+            // which idles a consumer that empties the queue faster than that.
+            consumer_config.set("fetch.queue.backoff.ms", "10");
+        }
+        let consumer: StreamConsumer<RebalanceForwarder> = consumer_config.create_with_context(
+            RebalanceForwarder::new(tx, rebalanced.clone(), metrics.clone()),
+        )?;
         let catalog = crate::catalog::open_catalog(&config.catalog)
             .await
             .map_err(|e| RuntimeError::Setup(e.to_string()))?;
@@ -149,6 +166,7 @@ impl Runtime {
             config,
             consumer: Arc::new(consumer),
             events,
+            rebalanced,
             decoder,
             policy,
             engine,
@@ -206,10 +224,14 @@ impl Runtime {
         commit_tick.tick().await;
         tokio::pin!(shutdown);
         let consumer = self.consumer.clone();
+        let rebalanced = self.rebalanced.clone();
         let outcome = loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break Ok(()),
+                _ = rebalanced.notified() => {
+                    if let Err(e) = self.handle_rebalances().await { break Err(e) }
+                }
                 _ = commit_tick.tick() => {
                     if let Err(e) = self.commit_all(false).await { break Err(e) }
                 }
@@ -218,7 +240,7 @@ impl Runtime {
                 }
                 message = consumer.recv() => {
                     // Rebalance callbacks run inside that poll: act on them before the record.
-                    self.handle_rebalances().await;
+                    if let Err(e) = self.handle_rebalances().await { break Err(e) }
                     match message {
                         Ok(m) => {
                             let m = detach(m);
@@ -277,7 +299,7 @@ impl Runtime {
         }
     }
 
-    async fn handle_rebalances(&mut self) {
+    async fn handle_rebalances(&mut self) -> Result<(), RuntimeError> {
         while let Ok(event) = self.events.try_recv() {
             match event {
                 RebalanceEvent::Revoked(partitions) => {
@@ -294,9 +316,107 @@ impl Runtime {
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     tracing::info!(?partitions, "partitions assigned");
+                    self.start_at_table_offsets(&partitions).await?;
                     self.metrics.set_ready(true);
                 }
                 RebalanceEvent::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+                RebalanceEvent::PauseFailed(e) => {
+                    return Err(RuntimeError::Setup(format!(
+                        "could not pause newly assigned partitions: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeks each newly assigned (and paused) partition to the next offset its table needs,
+    /// then resumes them all. A partition its table holds no offset for keeps the position
+    /// librdkafka chose (the group's committed offset, else `start_from`).
+    async fn start_at_table_offsets(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<(), RuntimeError> {
+        let mut by_table: HashMap<TableName, Vec<(&str, i32)>> = HashMap::new();
+        for (topic, partition) in partitions {
+            by_table
+                .entry(self.route(topic)?)
+                .or_default()
+                .push((topic, *partition));
+        }
+        let mut resume = TopicPartitionList::new();
+        let mut positioned = CommittedOffsets::default();
+        for (table, parts) in by_table {
+            let held = self.table_offsets(&table).await?;
+            for (topic, partition) in parts {
+                if let Some(next) = held.get(topic, partition) {
+                    self.seek_when_started(topic, partition, next).await?;
+                    positioned.advance(topic, partition, next);
+                    tracing::info!(%table, topic, partition, offset = next, "starting at the table's offset");
+                }
+                resume.add_partition(topic, partition);
+            }
+        }
+        self.consumer.resume(&resume)?;
+        // The group learns what the tables hold (a crash may have kept it from hearing), so
+        // its lag is right even before anything new arrives.
+        self.commit_kafka_offsets(&positioned);
+        Ok(())
+    }
+
+    fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        self.consumer
+            .assignment()
+            .is_ok_and(|tpl| tpl.find_partition(topic, partition).is_some())
+    }
+
+    /// The offsets `table` holds, retrying catalog failures that may pass.
+    async fn table_offsets(&self, table: &TableName) -> Result<CommittedOffsets, RuntimeError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.engine.committed_offsets(table).await {
+                Ok(offsets) => return Ok(offsets),
+                Err(e) if e.is_retryable() && attempt < 5 => {
+                    attempt += 1;
+                    let wait = Duration::from_millis(250 << attempt);
+                    self.metrics.error("assign", "retryable");
+                    tracing::warn!(%table, error = %e, retry_in = ?wait, "reading the table's offsets failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Seeks a partition once librdkafka has started fetching it: right after an assignment it
+    /// is still fetching the group's committed offset, and a seek then fails with a state
+    /// error (librdkafka never lets that lookup override a seek that succeeded).
+    async fn seek_when_started(
+        &self,
+        topic: &str,
+        partition: i32,
+        next: i64,
+    ) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + SEEK_TIMEOUT;
+        loop {
+            match self.consumer.seek(
+                topic,
+                partition,
+                Offset::Offset(next),
+                Duration::from_secs(5),
+            ) {
+                Ok(()) => return Ok(()),
+                // A later rebalance took it away again; its event is next in the queue.
+                Err(_) if !self.is_assigned(topic, partition) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(topic, partition, error = %e, "partition not started yet; seeking again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    return Err(RuntimeError::Setup(format!(
+                        "could not seek {topic} [{partition}] to offset {next}, the offset its table holds, within {SEEK_TIMEOUT:?}: {e}"
+                    )));
+                }
             }
         }
     }
@@ -316,7 +436,11 @@ impl Runtime {
                         op: change.op.code().to_string(),
                     })
                     .inc();
+                let soft_delete = self.config.tables.settings(&table).soft_delete;
                 let state = self.tables.entry(table.clone()).or_default();
+                if soft_delete {
+                    state.buffer.keep_deletes();
+                }
                 if state.primary_key.is_empty() {
                     state.primary_key = change
                         .schema
@@ -412,25 +536,32 @@ impl Runtime {
             return Ok(());
         }
         let flushed = state.buffer.take();
-        let parts = crate::decode::to_batches(&flushed.changes)
+        let mut parts = crate::decode::to_batches(&flushed.changes)
             .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        // A truncate drops every change before it in the window, staged or not.
+        if let Some(last) = parts
+            .iter()
+            .rposition(|p| matches!(p, BatchPart::Truncate { .. }))
+            && let BatchPart::Truncate { position, .. } = parts.drain(..=last).next_back().unwrap()
+        {
+            tracing::info!(
+                %table,
+                topic = %position.topic,
+                partition = position.partition,
+                offset = position.offset,
+                "the source table was truncated: the next commit replaces all its rows"
+            );
+            for delta in state.staged.drain(..) {
+                self.stager.delete(&delta).await;
+            }
+            state.truncated_at = Some(position);
+        }
         for part in parts {
-            match part {
-                BatchPart::Rows(rows) => {
-                    let delta = self.stager.write(table, &[rows.batch]).await?;
-                    tracing::debug!(%table, rows = delta.rows, bytes = delta.bytes, location = %delta.location, "staged");
-                    state.staged.push(delta);
-                    fault::point("staged");
-                }
-                BatchPart::Truncate { position, .. } => {
-                    tracing::warn!(
-                        %table,
-                        topic = %position.topic,
-                        partition = position.partition,
-                        offset = position.offset,
-                        "truncate events are not applied yet; the table keeps its rows"
-                    );
-                }
+            if let BatchPart::Rows(rows) = part {
+                let delta = self.stager.write(table, &[rows.batch]).await?;
+                tracing::debug!(%table, rows = delta.rows, bytes = delta.bytes, location = %delta.location, "staged");
+                state.staged.push(delta);
+                fault::point("staged");
             }
         }
         state.staged_offsets.merge(&flushed.offsets);
@@ -474,7 +605,24 @@ impl Runtime {
             batches.extend(self.stager.read(delta).await?);
         }
         let offsets = state.staged_offsets.clone();
-        if !batches.is_empty() {
+        let truncated_at = state.truncated_at.clone();
+        // A truncate with nothing after it still commits, unless there is no table to empty.
+        let truncates_a_table = match &truncated_at {
+            Some(_) if batches.is_empty() => {
+                let ident = self.engine.ident(table)?;
+                self.engine
+                    .catalog()
+                    .load_table(&ident)
+                    .await
+                    .map_err(|source| CommitError::Catalog {
+                        table: ident.to_string(),
+                        source,
+                    })?
+                    .is_some()
+            }
+            _ => false,
+        };
+        if !batches.is_empty() || truncates_a_table {
             let settings = self.config.tables.settings(table);
             let spec = TableSpec {
                 name: table.clone(),
@@ -484,6 +632,10 @@ impl Runtime {
                     .unwrap_or_else(|| state.primary_key.clone()),
                 properties: settings.properties.clone(),
                 reads_are_new: self.reads_are_new,
+                extras: crate::commit::extras::Extras {
+                    soft_delete: settings.soft_delete,
+                    metadata_columns: settings.metadata_columns.clone(),
+                },
             };
             let started = Instant::now();
             let outcome = self
@@ -493,6 +645,7 @@ impl Runtime {
                     TableChanges {
                         batches,
                         offsets: offsets.clone(),
+                        truncated_at,
                     },
                 )
                 .await?;
@@ -537,6 +690,7 @@ impl Runtime {
         let state = self.tables.get_mut(table).expect("table state exists");
         let staged = std::mem::take(&mut state.staged);
         state.staged_offsets = CommittedOffsets::default();
+        state.truncated_at = None;
         state.failures = 0;
         state.retry_at = None;
         for delta in &staged {
@@ -596,6 +750,9 @@ async fn register_table(
     }
     Ok(())
 }
+
+/// How long an assigned partition may take to start fetching before its seek gives up.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Flush checks run a few times per interval so a buffer is not held much past its age.
 fn tick_of(interval: Duration) -> Duration {

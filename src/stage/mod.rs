@@ -6,8 +6,15 @@
 //! A staged delta is only a cache of what Kafka still holds: nothing is acknowledged to Kafka
 //! before the table commit, so a lost or left-over delta never loses or duplicates a change.
 //! Deltas are deleted after their commit; the bucket's lifecycle rule catches leftovers.
+//!
+//! S3 calls that fail in a way that may pass (5xx, throttling, timeouts, dropped connections,
+//! expired credentials) are retried with backoff for about a minute, on top of the SDK's own
+//! quick retries, and each retry is logged. Writes and reads of a delta are idempotent: a
+//! delta's key is fixed before its first attempt.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
@@ -18,7 +25,7 @@ use parquet::file::properties::WriterProperties;
 
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_s3::error::BoxError;
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
 use crate::config::{StagingConfig, TableName};
@@ -93,6 +100,76 @@ fn stage_err(location: impl Into<String>, message: impl std::fmt::Display) -> St
     StageError {
         location: location.into(),
         message: message.to_string(),
+    }
+}
+
+/// How often a failing S3 call is tried again, and the first and longest waits between tries
+/// (1, 2, 4, 8, 16, 16, 16 s: about a minute).
+const S3_RETRIES: u32 = 7;
+const S3_FIRST_WAIT: Duration = Duration::from_secs(1);
+const S3_LONGEST_WAIT: Duration = Duration::from_secs(16);
+
+/// A failed S3 call: its message, and whether trying again may help.
+struct S3Failure {
+    message: String,
+    transient: bool,
+}
+
+impl<E> From<SdkError<E, aws_sdk_s3::config::http::HttpResponse>> for S3Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn from(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self {
+        let transient = match &e {
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
+                status >= 500
+                    || status == 429
+                    || matches!(
+                        service.err().code(),
+                        Some(
+                            "SlowDown" | "RequestTimeout" | "ExpiredToken" | "TokenRefreshRequired"
+                        )
+                    )
+            }
+            SdkError::DispatchFailure(_)
+            | SdkError::TimeoutError(_)
+            | SdkError::ResponseError(_) => true,
+            _ => false,
+        };
+        S3Failure {
+            message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+            transient,
+        }
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or has been retried [`S3_RETRIES`] times.
+async fn retrying<T, F, Fut>(location: &str, operation: &str, mut call: F) -> Result<T, StageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, S3Failure>>,
+{
+    let mut wait = S3_FIRST_WAIT;
+    let mut retries = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(failure) if failure.transient && retries < S3_RETRIES => {
+                retries += 1;
+                tracing::warn!(
+                    location,
+                    operation,
+                    error = %failure.message,
+                    retry = retries,
+                    retry_in = ?wait,
+                    "staging call failed; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(S3_LONGEST_WAIT);
+            }
+            Err(failure) => return Err(stage_err(location, failure.message)),
+        }
     }
 }
 
@@ -331,16 +408,18 @@ impl Stager {
             } => {
                 let key = format!("{prefix}/{name}");
                 let location = format!("s3://{bucket}/{key}");
-                let mut put = client.put_object().bucket(bucket).key(&key);
-                if let Some(kms_key) = kms_key {
-                    put = put
-                        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
-                        .ssekms_key_id(kms_key);
-                }
-                put.body(body.into())
-                    .send()
-                    .await
-                    .map_err(|e| stage_err(&location, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                let body = Bytes::from(body);
+                retrying(&location, "PutObject", || {
+                    let mut put = client.put_object().bucket(bucket).key(&key);
+                    if let Some(kms_key) = kms_key {
+                        put = put
+                            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                            .ssekms_key_id(kms_key);
+                    }
+                    let put = put.body(body.clone().into());
+                    async move { put.send().await.map_err(S3Failure::from) }
+                })
+                .await?;
                 location
             }
         };
@@ -360,20 +439,16 @@ impl Stager {
                 .into(),
             Stager::S3 { client, bucket, .. } => {
                 let key = self.key_of(delta)?;
-                client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        stage_err(&delta.location, aws_sdk_s3::error::DisplayErrorContext(e))
-                    })?
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| stage_err(&delta.location, e))?
-                    .into_bytes()
+                retrying(&delta.location, "GetObject", || async {
+                    let object = client.get_object().bucket(bucket).key(key).send().await?;
+                    // A body cut off midway is worth reading again.
+                    let body = object.body.collect().await.map_err(|e| S3Failure {
+                        message: e.to_string(),
+                        transient: true,
+                    })?;
+                    Ok(body.into_bytes())
+                })
+                .await?
             }
         };
         decode(body).map_err(|e| stage_err(&delta.location, e))

@@ -19,11 +19,13 @@ use floe::catalog::rest::RestCatalog;
 use floe::catalog::s3_storage::S3RequestCounts;
 use floe::catalog::s3tables::S3TablesCatalog;
 use floe::catalog::{CatalogError, LoadedTable, TableCatalog, TableIdent};
+use floe::commit::extras::Extras;
 use floe::commit::{
     CommitEngine, CommitSettings, CommittedOffsets, FileSettings, OP_COLUMN, TableChanges,
     TableSpec,
 };
-use floe::config::{self, RestAuth, Secret};
+use floe::config::{self, MetadataColumn, RestAuth, Secret};
+use floe::decode::KafkaPosition;
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 use serde_json::{Value, json};
 
@@ -50,6 +52,7 @@ fn spec(table: &str) -> TableSpec {
         primary_key: vec!["id".into()],
         properties: BTreeMap::new(),
         reads_are_new: false,
+        extras: Default::default(),
     }
 }
 
@@ -74,6 +77,7 @@ fn window(changes: &[Change<'_>], topic: &str, next_offset: i64) -> TableChanges
     TableChanges {
         batches: vec![batch(changes)],
         offsets,
+        truncated_at: None,
     }
 }
 
@@ -496,6 +500,137 @@ async fn upserts_deletes_and_reinserts_read_back_exactly(fx: Backend) {
     assert_eq!(offsets.get("dbserver1.inventory.customers", 0), Some(40));
 }
 
+on_backends!(a_truncate_replaces_every_row_once: local, s3tables, rest_sigv4);
+async fn a_truncate_replaces_every_row_once(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("truncated");
+    for (changes, next) in [
+        (
+            vec![
+                ("c", 1, Some("a")),
+                ("c", 2, Some("b")),
+                ("c", 3, Some("c")),
+            ],
+            10,
+        ),
+        (vec![("u", 2, Some("b2"))], 20),
+    ] {
+        engine
+            .commit(&spec(&table), window(&changes, "t", next))
+            .await
+            .unwrap();
+    }
+    // Truncated at offset 20; then key 2 comes back and key 4 is new.
+    let truncated = |changes: &[Change<'_>]| {
+        let mut w = window(changes, "t", 23);
+        w.truncated_at = Some(KafkaPosition {
+            topic: "t".into(),
+            partition: 0,
+            offset: 20,
+            timestamp: None,
+        });
+        w
+    };
+    let outcome = engine
+        .commit(
+            &spec(&table),
+            truncated(&[("u", 2, Some("b3")), ("c", 4, Some("d"))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.delete_files, 0, "an emptied table needs no deletes");
+    assert_eq!(fx.duckdb_rows(&table).await, json!([[2, "b3"], [4, "d"]]));
+
+    // The truncate read again (a restart before Kafka heard of it): the table holds its
+    // position, so it empties nothing.
+    let mut again = truncated(&[]);
+    again.batches.clear();
+    engine.commit(&spec(&table), again).await.unwrap();
+    engine
+        .commit(&spec(&table), window(&[("c", 5, Some("e"))], "t", 24))
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.duckdb_rows(&table).await,
+        json!([[2, "b3"], [4, "d"], [5, "e"]])
+    );
+
+    let info = fx.pyiceberg(&table).await;
+    let snapshots = by_sequence(&info);
+    let before = &snapshots[1]["summary"];
+    assert_eq!(before["total-records"], "4");
+    assert_eq!(before["total-delete-files"], "1");
+    let truncate = &snapshots[2]["summary"];
+    assert_eq!(truncate["deleted-records"], "4", "{truncate}");
+    assert_eq!(truncate["deleted-data-files"], "2", "{truncate}");
+    assert_eq!(truncate["removed-delete-files"], "1", "{truncate}");
+    assert_eq!(truncate["total-records"], "2", "{truncate}");
+    assert_eq!(truncate["total-data-files"], "1", "{truncate}");
+    assert_eq!(truncate["total-delete-files"], "0", "{truncate}");
+    assert_eq!(snapshots[4]["summary"]["total-records"], "3");
+}
+
+on_backends!(soft_deletes_keep_the_last_image_and_metadata_columns_are_filled: local, s3tables, rest_sigv4);
+async fn soft_deletes_keep_the_last_image_and_metadata_columns_are_filled(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("soft");
+    let mut spec = spec(&table);
+    spec.extras = Extras {
+        soft_delete: true,
+        metadata_columns: vec![MetadataColumn::Op, MetadataColumn::UpdatedAt],
+    };
+    // Deletes carry only the key (as Debezium sends them without REPLICA IDENTITY FULL):
+    // the kept row takes its values from the table (2, 3) or from earlier in the window (4).
+    let windows: Vec<Vec<Change>> = vec![
+        vec![
+            ("c", 1, Some("a")),
+            ("c", 2, Some("b")),
+            ("c", 3, Some("c")),
+        ],
+        vec![
+            ("u", 1, Some("a2")),
+            ("d", 2, None),
+            ("d", 3, None),
+            ("c", 4, Some("d")),
+            ("d", 4, None),
+        ],
+        // A soft-deleted key inserted again replaces its deleted row.
+        vec![("c", 2, Some("b-again"))],
+    ];
+    for (i, changes) in windows.iter().enumerate() {
+        engine
+            .commit(&spec, window(changes, "t", (i as i64 + 1) * 10))
+            .await
+            .unwrap();
+    }
+    let read = fx
+        .duckdb(&table, Some("id,name,__floe_deleted,__floe_op"))
+        .await;
+    assert_eq!(
+        read["rows"],
+        json!([
+            [1, "a2", false, "u"],
+            [2, "b-again", false, "c"],
+            [3, "c", true, "d"],
+            [4, "d", true, "d"]
+        ])
+    );
+    let updated_at = fx.duckdb(&table, Some("id,__floe_updated_at")).await;
+    let types: Vec<&str> = updated_at["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types[1], "TIMESTAMP WITH TIME ZONE", "{updated_at}");
+    for row in updated_at["rows"].as_array().unwrap() {
+        assert!(
+            row[1].is_string(),
+            "a commit time on every row: {updated_at}"
+        );
+    }
+}
+
 on_backends!(pyiceberg_reads_data_only_snapshots_and_sees_the_schema: local, s3tables, rest_sigv4, rest_oauth2);
 async fn pyiceberg_reads_data_only_snapshots_and_sees_the_schema(fx: Backend) {
     let engine = CommitEngine::new(fx.catalog().await, settings());
@@ -589,6 +724,7 @@ async fn schema_changes_add_columns_and_widen_types(fx: Backend) {
             TableChanges {
                 batches: vec![with_qty],
                 offsets: CommittedOffsets::default(),
+                truncated_at: None,
             },
         )
         .await
@@ -613,6 +749,7 @@ async fn schema_changes_add_columns_and_widen_types(fx: Backend) {
             TableChanges {
                 batches: vec![wide],
                 offsets: CommittedOffsets::default(),
+                truncated_at: None,
             },
         )
         .await
@@ -652,6 +789,7 @@ async fn schema_changes_add_columns_and_widen_types(fx: Backend) {
             TableChanges {
                 batches: vec![text],
                 offsets: CommittedOffsets::default(),
+                truncated_at: None,
             },
         )
         .await
@@ -717,6 +855,7 @@ async fn two_writers_racing_on_one_table_lose_nothing(fx: Backend) {
                         TableChanges {
                             batches: vec![batch(&changes)],
                             offsets,
+                            truncated_at: None,
                         },
                     )
                     .await

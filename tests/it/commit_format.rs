@@ -29,6 +29,7 @@ fn changes(ops: &[(&str, i64, &str)]) -> TableChanges {
     TableChanges {
         batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
         offsets: CommittedOffsets::default(),
+        truncated_at: None,
     }
 }
 
@@ -56,6 +57,7 @@ async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
         primary_key: vec!["id".into()],
         properties: BTreeMap::from([("floe.test".to_string(), "yes".to_string())]),
         reads_are_new: false,
+        extras: Default::default(),
     };
     engine
         .commit(
@@ -139,6 +141,7 @@ fn toast_changes(rows: &[(&str, i64, &str, Option<&str>)]) -> TableChanges {
     TableChanges {
         batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
         offsets: CommittedOffsets::default(),
+        truncated_at: None,
     }
 }
 
@@ -152,6 +155,7 @@ async fn unchanged_toasted_columns_keep_their_values() {
         primary_key: vec!["id".into()],
         properties: BTreeMap::new(),
         reads_are_new: false,
+        extras: Default::default(),
     };
     engine
         .commit(

@@ -8,5 +8,6 @@ mod commit;
 mod commit_format;
 mod decode;
 mod fixtures;
+mod recovery;
 mod runtime;
 mod support;

@@ -1,0 +1,165 @@
+//! Recovery: where `floe run` starts reading a partition (at the offset its table holds,
+//! whatever the consumer group's committed offset says), and S3 failures while staging.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::runtime::{Setup, Target, block_on, model, produce, signal, wait_exit};
+use crate::support;
+
+/// Commits the group's offsets at the end of each partition, as a tool resetting the group to
+/// `latest` would, or as a restart after the group's offsets expired with `start_from = latest`.
+fn move_group_to_end(s: &Setup, partitions: i32) {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(&s.topic, p, Duration::from_secs(10))
+            .unwrap();
+        tpl.add_partition_offset(&s.topic, p, Offset::Offset(high))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+#[test]
+fn a_group_offset_past_what_the_table_holds_does_not_skip_changes() {
+    let s = Setup::build(
+        "resume",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        "enabled = false",
+        Target::Local,
+    );
+    produce(&s.brokers, &s.topic, 200, 2, None);
+    let mut first = s.start("a");
+    s.wait_for(&model(200, None), &mut first, "a");
+    signal(&first, "-TERM");
+    assert!(
+        wait_exit(&mut first, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("a")
+    );
+
+    // Changes the table does not hold yet, while the group's offsets claim they were read.
+    produce(&s.brokers, &s.topic, 200, 2, Some(2));
+    move_group_to_end(&s, 2);
+    for (committed, end) in s.kafka_offsets(2) {
+        assert_eq!(committed, end, "the group was moved to the end");
+    }
+
+    let mut second = s.start("b");
+    s.wait_for(&model(200, Some(2)), &mut second, "b");
+    signal(&second, "-TERM");
+    assert!(
+        wait_exit(&mut second, Duration::from_secs(30)).success(),
+        "{}",
+        s.log("b")
+    );
+    assert_eq!(s.rows().unwrap(), model(200, Some(2)));
+    let log = s.log("b");
+    assert_eq!(
+        log.matches("starting at the table's offset").count(),
+        2,
+        "each partition starts at the table's offset:\n{log}"
+    );
+    for (committed, end) in s.kafka_offsets(2) {
+        assert_eq!(committed, end);
+    }
+}
+
+/// A child process that is ended when the test ends, passing or not.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Staging writes answered with 503 (S3's "slow down, try again") are retried with backoff:
+/// the run keeps going, logs each retry, and the table ends exact.
+#[test]
+fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
+    const FAILURES: usize = 8;
+    let target = block_on(Target::s3tables());
+    let Target::S3Tables {
+        endpoint,
+        staging_bucket,
+        ..
+    } = &target
+    else {
+        unreachable!()
+    };
+    let moto = endpoint.clone();
+    let mut proxy = Stopped(
+        Command::new(support::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/flaky_s3.py"
+            ))
+            .args(["--upstream", &moto, "--fail", &FAILURES.to_string()])
+            .args(["--method", "PUT", "--path-prefix"])
+            .arg(format!("/{staging_bucket}/deltas/"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(proxy.0.stdout.take().unwrap());
+    let mut port = String::new();
+    out.read_line(&mut port).unwrap();
+    let port: u16 = port.trim().parse().expect("the proxy prints its port");
+
+    let s = Setup::build(
+        "stage_retry",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        "enabled = false",
+        target,
+    );
+    // The staging block comes first in the file: only staging goes through the proxy.
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let staging = format!("endpoint = \"{moto}\"");
+    assert!(config.contains(&staging));
+    std::fs::write(
+        &s.config,
+        config.replacen(
+            &staging,
+            &format!("endpoint = \"http://127.0.0.1:{port}\""),
+            1,
+        ),
+    )
+    .unwrap();
+
+    produce(&s.brokers, &s.topic, 200, 2, None);
+    let mut floe = s.start("a");
+    s.wait_for(&model(200, None), &mut floe, "a");
+    signal(&floe, "-TERM");
+    let status = wait_exit(&mut floe, Duration::from_secs(30));
+    drop(proxy);
+    let mut injected = String::new();
+    out.read_to_string(&mut injected).unwrap();
+    assert!(status.success(), "{}", s.log("a"));
+    assert_eq!(
+        injected.matches("injected 503 PUT").count(),
+        FAILURES,
+        "{injected}"
+    );
+    let log = s.log("a");
+    assert!(
+        log.contains("staging call failed; retrying"),
+        "the retries are logged:\n{log}"
+    );
+    assert_eq!(s.rows().unwrap(), model(200, None));
+    for (committed, end) in s.kafka_offsets(2) {
+        assert_eq!(committed, end);
+    }
+}
