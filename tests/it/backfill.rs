@@ -2,12 +2,12 @@
 //! fixtures; tables read back by DuckDB / pyiceberg and compared with a model of the source.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::runtime::{Setup, Target, block_on, model, produce, signal, wait_exit};
+use crate::runtime::{Setup, Target, block_on, model, produce, produce_sample, signal, wait_exit};
 use crate::support;
 
 const FLUSH: &str = "interval = \"100ms\"\ncommit_interval = \"100ms\"\nmax_rows = 150";
@@ -141,16 +141,11 @@ fn drop_and_recreate_replaces_a_table_with_other_data_and_an_older_schema() {
     support::iceberg_read(&args);
 
     // An initial snapshot of 400 rows (op "r"), committed in windows of 100ms.
-    let out = Command::new(support::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fixtures/produce_sample.py"
-        ))
-        .args(["--brokers", &s.brokers, "--topic", &s.topic])
-        .args(["--count", "400", "--partitions", "2", "--snapshot-only"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    produce_sample(
+        &s.brokers,
+        &s.topic,
+        &["--count", "400", "--partitions", "2", "--snapshot-only"],
+    );
 
     // Off a terminal, dropping needs --yes; nothing is touched without it.
     let out = run(&s, &["backfill", "--drop-and-recreate"]);

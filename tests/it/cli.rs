@@ -284,15 +284,7 @@ fn policy_as_terraform_includes_the_staging_bucket_and_its_expiration_rule() {
 fn check_reports_each_kafka_topic_and_the_local_directories() {
     let brokers = crate::support::kafka_brokers();
     let topic = crate::support::unique("check");
-    let out = Command::new(crate::support::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fixtures/produce_sample.py"
-        ))
-        .args(["--brokers", &brokers, "--topic", &topic, "--count", "3"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    crate::runtime::produce_sample(&brokers, &topic, &["--count", "3"]);
 
     let dir = tempfile::tempdir().unwrap();
     let config = format!(

@@ -39,9 +39,7 @@ fn a_group_offset_past_what_the_table_holds_does_not_skip_changes() {
         "enabled = false",
         Target::Local,
     );
-    produce(&s.brokers, &s.topic, 200, 2, None);
-    let mut first = s.start("a");
-    s.wait_for(&model(200, None), &mut first, "a");
+    let mut first = s.stream_sample(200, 2);
     signal(&first, "-TERM");
     assert!(
         wait_exit(&mut first, Duration::from_secs(30)).success(),
@@ -139,9 +137,7 @@ fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
     )
     .unwrap();
 
-    produce(&s.brokers, &s.topic, 200, 2, None);
-    let mut floe = s.start("a");
-    s.wait_for(&model(200, None), &mut floe, "a");
+    let mut floe = s.stream_sample(200, 2);
     signal(&floe, "-TERM");
     let status = wait_exit(&mut floe, Duration::from_secs(30));
     drop(proxy);

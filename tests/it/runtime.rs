@@ -36,22 +36,26 @@ pub(crate) fn produce(
     partitions: i32,
     update_all_to: Option<i64>,
 ) {
-    let mut cmd = Command::new(support::python());
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/fixtures/produce_sample.py"
-    ))
-    .args(["--brokers", brokers, "--topic", topic])
-    .args([
-        "--count",
-        &count.to_string(),
-        "--partitions",
-        &partitions.to_string(),
-    ]);
-    if let Some(v) = update_all_to {
-        cmd.args(["--update-all-to", &v.to_string()]);
+    let (count, partitions) = (count.to_string(), partitions.to_string());
+    let mut args = vec!["--count", &count, "--partitions", &partitions];
+    let version = update_all_to.map(|v| v.to_string());
+    if let Some(v) = &version {
+        args.extend(["--update-all-to", v]);
     }
-    let out = cmd.output().unwrap();
+    produce_sample(brokers, topic, &args);
+}
+
+/// `scripts/fixtures/produce_sample.py --brokers <brokers> --topic <topic> <args>`.
+pub(crate) fn produce_sample(brokers: &str, topic: &str, args: &[&str]) {
+    let out = Command::new(support::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/fixtures/produce_sample.py"
+        ))
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -359,6 +363,15 @@ table = "{table}"
         self.spawn(&["run"], tag)
     }
 
+    /// Produces `produce_sample.py --count count` over `partitions`, starts `floe run` as
+    /// "a", and returns it once the table equals the model.
+    pub(crate) fn stream_sample(&self, count: i64, partitions: i32) -> Child {
+        produce(&self.brokers, &self.topic, count, partitions, None);
+        let mut floe = self.start("a");
+        self.wait_for(&model(count, None), &mut floe, "a");
+        floe
+    }
+
     /// `floe <args> --config <config>` in the background, logging to `floe-<tag>.log`.
     pub(crate) fn spawn(&self, args: &[&str], tag: &str) -> Child {
         let log = std::fs::File::create(self.root.join(format!("floe-{tag}.log"))).unwrap();
@@ -508,9 +521,7 @@ fn streams_into_the_table_and_sigterm_drains_and_commits() {
         "interval = \"1s\"\ncommit_interval = \"2s\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     );
-    produce(&s.brokers, &s.topic, 300, 3, None);
-    let mut floe = s.start("a");
-    s.wait_for(&model(300, None), &mut floe, "a");
+    let mut floe = s.stream_sample(300, 3);
 
     assert_eq!(http_get(port, "/healthz").0, 200);
     assert_eq!(http_get(port, "/readyz").0, 200);
@@ -548,9 +559,7 @@ fn a_killed_process_restarts_without_losing_or_repeating_changes() {
         "run_crash",
         "interval = \"500ms\"\ncommit_interval = \"1s\"",
     );
-    produce(&s.brokers, &s.topic, 200, 2, None);
-    let mut first = s.start("a");
-    s.wait_for(&model(200, None), &mut first, "a");
+    let mut first = s.stream_sample(200, 2);
     // Updates arrive; the process dies without warning partway through them.
     produce(&s.brokers, &s.topic, 200, 2, Some(3));
     std::thread::sleep(Duration::from_millis(700));
@@ -748,22 +757,8 @@ fn a_truncate_empties_the_table_and_later_changes_start_afresh() {
         "run_truncate",
         "interval = \"500ms\"\ncommit_interval = \"1s\"",
     );
-    produce(&s.brokers, &s.topic, 200, 2, None);
-    let mut floe = s.start("a");
-    s.wait_for(&model(200, None), &mut floe, "a");
-    let out = Command::new(support::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fixtures/produce_sample.py"
-        ))
-        .args(["--brokers", &s.brokers, "--topic", &s.topic, "--truncate"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut floe = s.stream_sample(200, 2);
+    produce_sample(&s.brokers, &s.topic, &["--truncate"]);
     s.wait_for(&json!([]), &mut floe, "a");
     // Keys 1..=50 come back (inserted again, some updated, some deleted).
     produce(&s.brokers, &s.topic, 50, 2, None);
@@ -845,9 +840,7 @@ fn stream_and_drain(name: &str, target: Target) -> Setup {
         "enabled = false",
         target,
     );
-    produce(&s.brokers, &s.topic, 200, 2, None);
-    let mut floe = s.start("a");
-    s.wait_for(&model(200, None), &mut floe, "a");
+    let mut floe = s.stream_sample(200, 2);
     produce(&s.brokers, &s.topic, 200, 2, Some(2));
     std::thread::sleep(Duration::from_millis(1500));
     signal(&floe, "-TERM");
