@@ -223,15 +223,7 @@ fn a_killed_backfill_run_again_ends_with_the_same_table() {
 #[test]
 fn check_reports_a_missing_staging_bucket_and_a_missing_expiration_rule() {
     let target = block_on(Target::s3tables());
-    let Target::S3Tables {
-        endpoint,
-        staging_bucket,
-        ..
-    } = &target
-    else {
-        unreachable!()
-    };
-    let (endpoint, staging_bucket) = (endpoint.clone(), staging_bucket.clone());
+    let (endpoint, staging_bucket) = target.moto_staging();
     let s = Setup::build("check_moto", FLUSH, "enabled = false", target);
     produce(&s.brokers, &s.topic, 10, 1, None);
     let client = crate::runtime::s3_client(&endpoint);

@@ -90,15 +90,7 @@ impl Drop for Stopped {
 fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
     const FAILURES: usize = 8;
     let target = block_on(Target::s3tables());
-    let Target::S3Tables {
-        endpoint,
-        staging_bucket,
-        ..
-    } = &target
-    else {
-        unreachable!()
-    };
-    let moto = endpoint.clone();
+    let (moto, staging_bucket) = target.moto_staging();
     let mut proxy = Stopped(
         Command::new(support::python())
             .arg(concat!(

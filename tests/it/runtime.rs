@@ -144,6 +144,18 @@ impl Target {
         }
     }
 
+    /// moto's endpoint and the staging bucket of an S3 Tables target.
+    pub(crate) fn moto_staging(&self) -> (String, String) {
+        match self {
+            Target::S3Tables {
+                endpoint,
+                staging_bucket,
+                ..
+            } => (endpoint.clone(), staging_bucket.clone()),
+            _ => panic!("not an S3 Tables target"),
+        }
+    }
+
     /// The namespace of the tests' tables: the REST target's own, else "inventory" (the local
     /// catalog and the S3 Tables table bucket are fresh per test).
     pub(crate) fn namespace(&self) -> &str {
@@ -860,18 +872,11 @@ fn stream_and_drain(name: &str, target: Target) -> Setup {
 fn streams_into_s3_tables_with_s3_staging() {
     let s = stream_and_drain("run_s3tables", block_on(Target::s3tables()));
     // Staged deltas were written to the staging bucket and deleted after their commits.
-    let Target::S3Tables {
-        endpoint,
-        staging_bucket,
-        ..
-    } = &s.target
-    else {
-        unreachable!()
-    };
+    let (endpoint, staging_bucket) = s.target.moto_staging();
     let left = block_on(
-        s3_client(endpoint)
+        s3_client(&endpoint)
             .list_objects_v2()
-            .bucket(staging_bucket)
+            .bucket(&staging_bucket)
             .send(),
     )
     .unwrap();
@@ -879,9 +884,9 @@ fn streams_into_s3_tables_with_s3_staging() {
     assert!(s.log("a").contains("\"committed\""));
     // staging.manage_lifecycle added an expiration rule for the staging prefix.
     let lifecycle = block_on(
-        s3_client(endpoint)
+        s3_client(&endpoint)
             .get_bucket_lifecycle_configuration()
-            .bucket(staging_bucket)
+            .bucket(&staging_bucket)
             .send(),
     )
     .expect("the staging bucket has a lifecycle configuration");
