@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use iceberg::io::FileIO;
-use iceberg::spec::TableMetadataBuilder;
+use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -113,19 +113,15 @@ impl LocalCatalog {
             .map(Option::flatten)
     }
 
+    /// The table at `location`; the local catalog's version token is the location itself.
     async fn loaded(
         &self,
         ident: &TableIdent,
         location: String,
+        metadata: Option<TableMetadata>,
     ) -> Result<LoadedTable, CatalogError> {
-        let metadata = super::read_metadata(KIND, &self.file_io, &location).await?;
-        Ok(LoadedTable {
-            ident: ident.clone(),
-            metadata,
-            version: location.clone(),
-            metadata_location: location,
-            file_io: self.file_io.clone(),
-        })
+        let version = location.clone();
+        LoadedTable::at(KIND, &self.file_io, ident, location, version, metadata).await
     }
 }
 
@@ -166,7 +162,7 @@ impl TableCatalog for LocalCatalog {
 
     async fn load_table(&self, ident: &TableIdent) -> Result<Option<LoadedTable>, CatalogError> {
         match self.current_location(ident)? {
-            Some(location) => Ok(Some(self.loaded(ident, location).await?)),
+            Some(location) => Ok(Some(self.loaded(ident, location, None).await?)),
             None => Ok(None),
         }
     }
@@ -197,13 +193,7 @@ impl TableCatalog for LocalCatalog {
             params![CATALOG_NAME, ident.namespace, ident.name, location],
         );
         match inserted {
-            Ok(_) => Ok(LoadedTable {
-                ident: ident.clone(),
-                metadata,
-                version: location.clone(),
-                metadata_location: location,
-                file_io: self.file_io.clone(),
-            }),
+            Ok(_) => self.loaded(ident, location, Some(metadata)).await,
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -247,13 +237,7 @@ impl TableCatalog for LocalCatalog {
                 message: format!("its metadata is no longer {}", base.metadata_location),
             });
         }
-        Ok(LoadedTable {
-            ident: base.ident.clone(),
-            metadata,
-            version: location.clone(),
-            metadata_location: location,
-            file_io: self.file_io.clone(),
-        })
+        self.loaded(&base.ident, location, Some(metadata)).await
     }
 
     async fn drop_table(&self, ident: &TableIdent) -> Result<(), CatalogError> {

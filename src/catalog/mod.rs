@@ -51,6 +51,31 @@ pub struct LoadedTable {
     pub file_io: FileIO,
 }
 
+impl LoadedTable {
+    /// The table whose current metadata is at `location`, read from there unless the caller
+    /// already has it (it just wrote it).
+    pub(crate) async fn at(
+        kind: &'static str,
+        file_io: &FileIO,
+        ident: &TableIdent,
+        location: String,
+        version: String,
+        metadata: Option<TableMetadata>,
+    ) -> Result<Self, CatalogError> {
+        let metadata = match metadata {
+            Some(m) => m,
+            None => read_metadata(kind, file_io, &location).await?,
+        };
+        Ok(LoadedTable {
+            ident: ident.clone(),
+            metadata,
+            metadata_location: location,
+            version,
+            file_io: file_io.clone(),
+        })
+    }
+}
+
 /// Why a catalog call failed. Conflicts and unknown outcomes are distinct from other errors
 /// because the commit engine handles them differently: a conflict is retried on a fresh base;
 /// an unknown outcome is first reconciled by looking for the commit in the table.

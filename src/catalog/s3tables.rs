@@ -274,17 +274,7 @@ impl S3TablesCatalog {
         version: String,
         metadata: Option<TableMetadata>,
     ) -> Result<LoadedTable, CatalogError> {
-        let metadata = match metadata {
-            Some(m) => m,
-            None => super::read_metadata(KIND, &self.file_io, &location).await?,
-        };
-        Ok(LoadedTable {
-            ident: ident.clone(),
-            metadata,
-            metadata_location: location,
-            version,
-            file_io: self.file_io.clone(),
-        })
+        LoadedTable::at(KIND, &self.file_io, ident, location, version, metadata).await
     }
 }
 
