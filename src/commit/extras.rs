@@ -112,10 +112,15 @@ impl Extras {
         }
         for column in &self.metadata_columns {
             let array: ArrayRef = match column {
-                MetadataColumn::Op => changes
-                    .column_by_name(OP_COLUMN)
-                    .ok_or_else(|| format!("a change batch has no {OP_COLUMN} column"))?
-                    .clone(),
+                MetadataColumn::Op => {
+                    let op = changes
+                        .column_by_name(OP_COLUMN)
+                        .ok_or_else(|| format!("a change batch has no {OP_COLUMN} column"))?;
+                    if op.as_any().downcast_ref::<StringArray>().is_none() {
+                        return Err(format!("{OP_COLUMN} must be utf8"));
+                    }
+                    op.clone()
+                }
                 MetadataColumn::SourceTs => {
                     let ms = changes
                         .column_by_name(SOURCE_TS_COLUMN)
@@ -129,11 +134,6 @@ impl Extras {
                     TimestampMicrosecondArray::from(vec![committed_at; rows]).with_timezone("UTC"),
                 ),
             };
-            if array.as_any().downcast_ref::<StringArray>().is_none()
-                && *column == MetadataColumn::Op
-            {
-                return Err(format!("{OP_COLUMN} must be utf8"));
-            }
             fields.push(added.next().expect("one field per metadata column"));
             columns.push(array);
         }

@@ -210,6 +210,11 @@ impl CommitEngine {
         }
     }
 
+    /// Whether `table` exists in the catalog.
+    pub async fn exists(&self, table: &TableName) -> Result<bool, CommitError> {
+        Ok(self.load(&self.ident(table)?).await?.is_some())
+    }
+
     async fn load(&self, ident: &TableIdent) -> Result<Option<LoadedTable>, CommitError> {
         self.catalog
             .load_table(ident)

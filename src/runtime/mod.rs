@@ -608,18 +608,7 @@ impl Runtime {
         let truncated_at = state.truncated_at.clone();
         // A truncate with nothing after it still commits, unless there is no table to empty.
         let truncates_a_table = match &truncated_at {
-            Some(_) if batches.is_empty() => {
-                let ident = self.engine.ident(table)?;
-                self.engine
-                    .catalog()
-                    .load_table(&ident)
-                    .await
-                    .map_err(|source| CommitError::Catalog {
-                        table: ident.to_string(),
-                        source,
-                    })?
-                    .is_some()
-            }
+            Some(_) if batches.is_empty() => self.engine.exists(table).await?,
             _ => false,
         };
         if !batches.is_empty() || truncates_a_table {
