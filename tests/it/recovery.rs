@@ -40,12 +40,7 @@ fn a_group_offset_past_what_the_table_holds_does_not_skip_changes() {
         Target::Local,
     );
     let mut first = s.stream_sample(200, 2);
-    signal(&first, "-TERM");
-    assert!(
-        wait_exit(&mut first, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("a")
-    );
+    s.drain(&mut first, "a");
 
     // Changes the table does not hold yet, while the group's offsets claim they were read.
     produce(&s.brokers, &s.topic, 200, 2, Some(2));
@@ -56,12 +51,7 @@ fn a_group_offset_past_what_the_table_holds_does_not_skip_changes() {
 
     let mut second = s.start("b");
     s.wait_for(&model(200, Some(2)), &mut second, "b");
-    signal(&second, "-TERM");
-    assert!(
-        wait_exit(&mut second, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("b")
-    );
+    s.drain(&mut second, "b");
     assert_eq!(s.rows().unwrap(), model(200, Some(2)));
     let log = s.log("b");
     assert_eq!(
@@ -69,9 +59,7 @@ fn a_group_offset_past_what_the_table_holds_does_not_skip_changes() {
         2,
         "each partition starts at the table's offset:\n{log}"
     );
-    for (committed, end) in s.kafka_offsets(2) {
-        assert_eq!(committed, end);
-    }
+    s.assert_offsets_at_end(2);
 }
 
 /// A child process that is ended when the test ends, passing or not.
@@ -147,7 +135,5 @@ fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
         "the retries are logged:\n{log}"
     );
     assert_eq!(s.rows().unwrap(), model(200, None));
-    for (committed, end) in s.kafka_offsets(2) {
-        assert_eq!(committed, end);
-    }
+    s.assert_offsets_at_end(2);
 }

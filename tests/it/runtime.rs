@@ -451,6 +451,23 @@ table = "{table}"
         );
     }
 
+    /// SIGTERM, then `floe` (logging as `tag`) must exit 0 within 30 s.
+    pub(crate) fn drain(&self, child: &mut Child, tag: &str) {
+        signal(child, "-TERM");
+        assert!(
+            wait_exit(child, Duration::from_secs(30)).success(),
+            "{}",
+            self.log(tag)
+        );
+    }
+
+    /// The group has committed every partition of the topic up to its end.
+    pub(crate) fn assert_offsets_at_end(&self, partitions: i32) {
+        for (committed, end) in self.kafka_offsets(partitions) {
+            assert_eq!(committed, end);
+        }
+    }
+
     /// The group's committed offset per partition, and each partition's end.
     pub(crate) fn kafka_offsets(&self, partitions: i32) -> Vec<(i64, i64)> {
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -581,12 +598,7 @@ fn a_killed_process_restarts_without_losing_or_repeating_changes() {
 
     let mut second = s.start("b");
     s.wait_for(&model(200, Some(3)), &mut second, "b");
-    signal(&second, "-TERM");
-    assert!(
-        wait_exit(&mut second, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("b")
-    );
+    s.drain(&mut second, "b");
     assert_eq!(s.rows().unwrap(), model(200, Some(3)));
 }
 
@@ -631,24 +643,12 @@ fn two_processes_in_one_group_share_the_partitions_and_hand_over(target: Target)
     produce(&s.brokers, &s.topic, 400, 4, Some(2));
     std::thread::sleep(Duration::from_millis(800));
     // One member leaves midway; the other takes over its partitions.
-    signal(&a, "-TERM");
-    assert!(
-        wait_exit(&mut a, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("a")
-    );
+    s.drain(&mut a, "a");
     produce(&s.brokers, &s.topic, 400, 4, Some(3));
     s.wait_for(&model(400, Some(3)), &mut b, "b");
-    signal(&b, "-TERM");
-    assert!(
-        wait_exit(&mut b, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("b")
-    );
+    s.drain(&mut b, "b");
     assert_eq!(s.rows().unwrap(), model(400, Some(3)));
-    for (committed, end) in s.kafka_offsets(4) {
-        assert_eq!(committed, end);
-    }
+    s.assert_offsets_at_end(4);
     // Both processes committed: the work was shared.
     for tag in ["a", "b"] {
         assert!(
@@ -750,16 +750,9 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
     }
     let mut last = s.start("last");
     s.wait_for(&model(300, Some(rounds)), &mut last, "last");
-    signal(&last, "-TERM");
-    assert!(
-        wait_exit(&mut last, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("last")
-    );
+    s.drain(&mut last, "last");
     assert_eq!(s.rows().unwrap(), model(300, Some(rounds)));
-    for (committed, end) in s.kafka_offsets(3) {
-        assert_eq!(committed, end);
-    }
+    s.assert_offsets_at_end(3);
     assert_eq!(kills, 2 * rounds);
 }
 
@@ -775,16 +768,9 @@ fn a_truncate_empties_the_table_and_later_changes_start_afresh() {
     // Keys 1..=50 come back (inserted again, some updated, some deleted).
     produce(&s.brokers, &s.topic, 50, 2, None);
     s.wait_for(&model(50, None), &mut floe, "a");
-    signal(&floe, "-TERM");
-    assert!(
-        wait_exit(&mut floe, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("a")
-    );
+    s.drain(&mut floe, "a");
     assert_eq!(s.rows().unwrap(), model(50, None));
-    for (committed, end) in s.kafka_offsets(2) {
-        assert_eq!(committed, end);
-    }
+    s.assert_offsets_at_end(2);
 }
 
 #[test]
@@ -811,12 +797,7 @@ fn soft_deletes_keep_deleted_rows_marked_with_their_last_values() {
         assert!(floe.try_wait().unwrap().is_none(), "{}", s.log("a"));
         std::thread::sleep(Duration::from_millis(500));
     }
-    signal(&floe, "-TERM");
-    assert!(
-        wait_exit(&mut floe, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("a")
-    );
+    s.drain(&mut floe, "a");
     let rows = s
         .target
         .rows(
@@ -855,16 +836,9 @@ fn stream_and_drain(name: &str, target: Target) -> Setup {
     let mut floe = s.stream_sample(200, 2);
     produce(&s.brokers, &s.topic, 200, 2, Some(2));
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&floe, "-TERM");
-    assert!(
-        wait_exit(&mut floe, Duration::from_secs(30)).success(),
-        "{}",
-        s.log("a")
-    );
+    s.drain(&mut floe, "a");
     assert_eq!(s.rows().unwrap(), model(200, Some(2)));
-    for (committed, end) in s.kafka_offsets(2) {
-        assert_eq!(committed, end);
-    }
+    s.assert_offsets_at_end(2);
     s
 }
 
