@@ -119,7 +119,6 @@ fn spec() -> TableSpec {
         name: "bench.wide".parse().unwrap(),
         primary_key: vec!["id".into()],
         properties: Default::default(),
-        reads_are_new: false,
         extras: Default::default(),
     }
 }

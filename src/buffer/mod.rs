@@ -1,9 +1,11 @@
 //! buffer: one table's changes since its last flush, deduplicated by primary key (last change
 //! wins; Debezium keys land in one partition, so partition order is event order for a key).
 //!
-//! Merging two changes of one key keeps what the commit needs to know: an insert followed by
-//! updates stays an insert (the key is new), an insert followed by a delete leaves nothing,
-//! and an unchanged (TOASTed) column takes the value of the previous image in the window.
+//! Merging two changes of one key keeps what the commit needs to know: the last change wins,
+//! an insert followed by updates stays an insert, an insert followed by a delete stays a
+//! delete (the insert may have been a re-send of a row the table already holds: Debezium is
+//! at-least-once), and an unchanged (TOASTed) column takes the value of the previous image in
+//! the window.
 //! A column that stays unchanged is resolved later against the table, never written as the
 //! placeholder. The buffer never talks to Kafka, staging or the catalog.
 
@@ -15,7 +17,7 @@ use crate::decode::{Change, Datum, Op};
 
 #[derive(Debug, Default)]
 pub struct TableBuffer {
-    /// In arrival order; `None` where a later change cancelled the key's changes.
+    /// In arrival order; `None` where a later change of the same key replaced the change.
     changes: Vec<Option<Change>>,
     by_key: HashMap<String, usize>,
     live: usize,
@@ -100,12 +102,6 @@ impl TableBuffer {
             match change.op {
                 // The deleted row keeps its last values, whatever the delete carries.
                 Op::Delete if self.keep_deletes => fill_deleted(&mut change, &previous),
-                Op::Delete if first_was_insert => {
-                    // Inserted and deleted within the window: nothing to write. The key's slot
-                    // is freed so a later re-insert starts afresh.
-                    self.by_key.remove(&key);
-                    return;
-                }
                 Op::Update | Op::Read | Op::Create if first_was_insert => change.op = Op::Create,
                 // The key may be in the table (it was updated or deleted in this window), so a
                 // re-insert must still replace the table's row.

@@ -2,8 +2,9 @@
 //! change wins; new row images become data rows and touched keys become equality deletes.
 //!
 //! It never reads the table: whether a key exists there is unknown, so every touched key gets
-//! a delete entry unless the key is known to be new (its first change in the window is an
-//! insert, or the table holds no rows at all).
+//! a delete entry unless the table holds no rows at all. An insert is no proof that a key is
+//! new: Debezium is at-least-once and re-sends inserts (and snapshot reads) after its own
+//! restarts, so an insert without its delete would become a second row for the key.
 
 use std::collections::HashMap;
 
@@ -48,22 +49,18 @@ pub struct Merged {
 }
 
 struct KeyState {
-    first_op: ChangeOp,
     last_row: u32,
     last_op: ChangeOp,
 }
 
 /// `rows` holds the window's changes in event order, in the table's schema; `ops` the op of
 /// each row; `key_columns` the indices of the primary-key columns (empty: append-only).
-/// `table_is_empty`: the table has no rows, so no key needs a delete entry. `reads_are_new`:
-/// a key whose first change is a snapshot read (`r`) is not in the table yet (a backfill into a
-/// table it created), so it needs no delete entry either.
+/// `table_is_empty`: the table has no rows, so no key needs a delete entry.
 pub fn merge(
     rows: &RecordBatch,
     ops: &[ChangeOp],
     key_columns: &[usize],
     table_is_empty: bool,
-    reads_are_new: bool,
 ) -> Result<Merged, String> {
     debug_assert_eq!(rows.num_rows(), ops.len());
     if key_columns.is_empty() {
@@ -114,7 +111,6 @@ pub fn merge(
                 state.insert(
                     key,
                     KeyState {
-                        first_op: *op,
                         last_row: i as u32,
                         last_op: *op,
                     },
@@ -127,10 +123,7 @@ pub fn merge(
     let mut delete_rows = Vec::new();
     for key in &order {
         let s = &state[key];
-        let known_new = table_is_empty
-            || s.first_op == ChangeOp::Insert
-            || (reads_are_new && s.first_op == ChangeOp::Read);
-        if !known_new {
+        if !table_is_empty {
             delete_rows.push(s.last_row);
         }
         if s.last_op != ChangeOp::Delete {
@@ -221,42 +214,35 @@ mod tests {
     use ChangeOp::*;
 
     #[test]
-    fn last_change_per_key_wins_and_new_keys_need_no_delete() {
+    fn last_change_per_key_wins_and_every_touched_key_is_deleted_first() {
         let rows = batch(
             &[1, 2, 1, 3, 2, 4, 4],
             &["a", "b", "a2", "c", "b2", "d", "d2"],
         );
         let ops = [Insert, Update, Update, Read, Delete, Insert, Delete];
-        let m = merge(&rows, &ops, &[0], false, false).unwrap();
-        // 1: inserted then updated -> new row, no delete. 2: updated then deleted -> delete only.
-        // 3: snapshot read -> upsert with delete. 4: inserted and deleted -> nothing.
+        let m = merge(&rows, &ops, &[0], false).unwrap();
+        // 1: inserted then updated -> new row, with a delete (the insert may be a re-send of a
+        // key the table holds). 2: updated then deleted -> delete only. 3: snapshot read ->
+        // upsert with delete. 4: inserted and deleted -> delete only (a re-sent insert's row
+        // must still go).
         assert_eq!(ids(&m.upserts), vec![1, 3]);
         assert_eq!(names(&m.upserts), vec!["a2", "c"]);
-        assert_eq!(ids(&m.deletes), vec![2, 3]);
+        assert_eq!(ids(&m.deletes), vec![1, 2, 3, 4]);
     }
 
     #[test]
     fn an_empty_table_needs_no_deletes() {
         let rows = batch(&[1, 2, 2], &["a", "b", "b2"]);
-        let m = merge(&rows, &[Read, Read, Update], &[0], true, false).unwrap();
+        let m = merge(&rows, &[Read, Read, Update], &[0], true).unwrap();
         assert_eq!(ids(&m.upserts), vec![1, 2]);
         assert_eq!(names(&m.upserts), vec!["a", "b2"]);
         assert!(m.deletes.is_none());
     }
 
     #[test]
-    fn snapshot_reads_into_a_created_table_need_no_deletes_but_later_updates_do() {
-        let rows = batch(&[1, 2, 2, 3], &["a", "b", "b2", "c"]);
-        let m = merge(&rows, &[Read, Read, Update, Update], &[0], false, true).unwrap();
-        assert_eq!(ids(&m.upserts), vec![1, 2, 3]);
-        // Key 3's first change is an update: it may be in the table from an earlier window.
-        assert_eq!(ids(&m.deletes), vec![3]);
-    }
-
-    #[test]
     fn append_only_tables_keep_every_row_and_count_deletes() {
         let rows = batch(&[1, 1, 2], &["a", "a", "b"]);
-        let m = merge(&rows, &[Insert, Delete, Insert], &[], false, false).unwrap();
+        let m = merge(&rows, &[Insert, Delete, Insert], &[], false).unwrap();
         assert_eq!(ids(&m.upserts), vec![1, 2]);
         assert_eq!(m.ignored_deletes, 1);
     }
@@ -268,7 +254,7 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![Some(1), None]))],
         )
         .unwrap();
-        let err = merge(&rows, &[Insert, Insert], &[0], false, false).unwrap_err();
+        let err = merge(&rows, &[Insert, Insert], &[0], false).unwrap_err();
         assert_eq!(err, "primary key column id is null in 1 change(s)");
         let err = parse_ops(&StringArray::from(vec!["c", "x"])).unwrap_err();
         assert_eq!(err, "row 1: op Some(\"x\") is not one of c, u, d, r");

@@ -124,9 +124,6 @@ pub struct TableSpec {
     /// identifier fields are used as they are.
     pub primary_key: Vec<String>,
     pub properties: BTreeMap<String, String>,
-    /// Snapshot reads (`r`) of keys not yet seen are new rows: set by a backfill into a table
-    /// it created, so a snapshot is appended without delete files.
-    pub reads_are_new: bool,
     /// Soft deletes and metadata columns.
     pub extras: extras::Extras,
 }
@@ -361,14 +358,8 @@ impl CommitEngine {
                     .get("total-records")
                     .is_some_and(|n| n == "0")
             });
-        let merged = merge::merge(
-            &combined,
-            &ops,
-            &key_columns,
-            table_is_empty,
-            spec.reads_are_new,
-        )
-        .map_err(&invalid)?;
+        let merged =
+            merge::merge(&combined, &ops, &key_columns, table_is_empty).map_err(&invalid)?;
         if merged.ignored_deletes > 0 {
             tracing::warn!(
                 table = %ident,

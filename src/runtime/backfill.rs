@@ -192,7 +192,6 @@ impl Runtime {
             }
             // The decoder knew the dropped tables' schemas; the new tables take the records'.
             self.decoder = Decoder::new(&self.config.decode, &self.config.tables);
-            self.reads_are_new = true;
         }
 
         // The end of each partition now; records produced later are left for `floe run`.

@@ -99,8 +99,6 @@ pub struct Runtime {
     summary: RunSummary,
     /// What was committed per table, for the backfill report.
     committed: HashMap<TableName, Committed>,
-    /// Set by a backfill into tables it created: snapshot reads need no delete files.
-    reads_are_new: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -174,7 +172,6 @@ impl Runtime {
             tables: HashMap::new(),
             summary: RunSummary::default(),
             committed: HashMap::new(),
-            reads_are_new: false,
             metrics,
         })
     }
@@ -620,7 +617,6 @@ impl Runtime {
                     .clone()
                     .unwrap_or_else(|| state.primary_key.clone()),
                 properties: settings.properties.clone(),
-                reads_are_new: self.reads_are_new,
                 extras: crate::commit::extras::Extras {
                     soft_delete: settings.soft_delete,
                     metadata_columns: settings.metadata_columns.clone(),

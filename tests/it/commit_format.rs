@@ -56,7 +56,6 @@ async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
         name: "fmt.people".parse().unwrap(),
         primary_key: vec!["id".into()],
         properties: BTreeMap::from([("floe.test".to_string(), "yes".to_string())]),
-        reads_are_new: false,
         extras: Default::default(),
     };
     engine
@@ -154,7 +153,6 @@ async fn unchanged_toasted_columns_keep_their_values() {
         name: "fmt.profiles".parse().unwrap(),
         primary_key: vec!["id".into()],
         properties: BTreeMap::new(),
-        reads_are_new: false,
         extras: Default::default(),
     };
     engine
