@@ -1,16 +1,21 @@
 //! Table schemas from incoming Arrow batches: the schema of a new table, evolution of an
 //! existing one, and projection of a batch onto the table's schema.
 //!
-//! Allowed evolution: new columns (added as optional), int -> long, float -> double, and decimal
-//! precision growth at the same scale. A column that disappears from the source stays in the
-//! table and gets nulls. Anything else is refused, naming the column; data is never coerced
+//! Allowed evolution: new columns and new fields of struct columns at any depth (added as
+//! optional), int -> long, float -> double, and decimal precision growth at the same scale,
+//! also inside structs, lists and map values. A column or nested field that disappears from the
+//! source stays in the table and gets nulls. Anything else is refused, naming the column; data is never coerced
 //! into a type that could lose it.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, new_null_array};
-use arrow::compute::{can_cast_types, cast};
-use arrow::datatypes::{Field, Schema as ArrowSchema, SchemaRef as ArrowSchemaRef};
+use arrow::array::{
+    Array, ArrayRef, AsArray, LargeListArray, ListArray, MapArray, RecordBatch, StructArray,
+    new_null_array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef as ArrowSchemaRef};
+use arrow::error::ArrowError;
 use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
 use iceberg::spec::{
     ListType, MapType, NestedField, NestedFieldRef, PrimitiveType, Schema, StructType, Type,
@@ -66,45 +71,23 @@ pub fn evolve(
     incoming: &ArrowSchema,
 ) -> Result<Option<Schema>, Incompatible> {
     let mut next_id = last_column_id;
-    let mut fields: Vec<NestedFieldRef> = current.as_struct().fields().to_vec();
-    let mut changed = false;
+    let mut incoming_fields = Vec::with_capacity(incoming.fields().len());
     for arrow_field in incoming.fields() {
-        let name = arrow_field.name();
-        let incompatible = |message: String| Incompatible {
-            column: name.clone(),
+        let ty = iceberg_type_of(arrow_field).map_err(|message| Incompatible {
+            column: arrow_field.name().clone(),
             message,
-        };
-        let incoming_type = iceberg_type_of(arrow_field).map_err(incompatible)?;
-        match fields.iter().position(|f| &f.name == name) {
-            None => {
-                let ty = renumber(&incoming_type, &mut next_id);
-                next_id += 1;
-                fields.push(Arc::new(NestedField::optional(next_id, name.clone(), ty)));
-                changed = true;
-            }
-            Some(i) => {
-                let existing = &fields[i];
-                match widen(&existing.field_type, &incoming_type) {
-                    Fit::Same => {}
-                    Fit::Widen(ty) => {
-                        let mut widened = (**existing).clone();
-                        widened.field_type = Box::new(ty);
-                        fields[i] = Arc::new(widened);
-                        changed = true;
-                    }
-                    Fit::No => {
-                        return Err(incompatible(format!(
-                            "the table has type {}, the source now sends {}",
-                            existing.field_type, incoming_type
-                        )));
-                    }
-                }
-            }
-        }
+        })?;
+        incoming_fields.push((arrow_field.name().clone(), ty));
     }
-    if !changed {
+    let evolved = evolve_fields(
+        current.as_struct().fields(),
+        &incoming_fields,
+        &mut next_id,
+        "",
+    )?;
+    let Some(fields) = evolved else {
         return Ok(None);
-    }
+    };
     Schema::builder()
         .with_schema_id(current.schema_id() + 1)
         .with_fields(fields)
@@ -115,6 +98,113 @@ pub fn evolve(
             column: String::new(),
             message: e.to_string(),
         })
+}
+
+/// The fields of a struct (or of the table) that also fit `incoming`: fields the table lacks
+/// are added as optional with fresh ids, at any depth (Iceberg allows adding optional nested
+/// fields); fields that narrowed or vanished stay. `None` when nothing changed.
+fn evolve_fields(
+    current: &[NestedFieldRef],
+    incoming: &[(String, Type)],
+    next_id: &mut i32,
+    prefix: &str,
+) -> Result<Option<Vec<NestedFieldRef>>, Incompatible> {
+    let mut fields = current.to_vec();
+    let mut changed = false;
+    for (name, incoming_type) in incoming {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match fields.iter().position(|f| &f.name == name) {
+            None => {
+                let ty = renumber(incoming_type, next_id);
+                *next_id += 1;
+                fields.push(Arc::new(NestedField::optional(*next_id, name.clone(), ty)));
+                changed = true;
+            }
+            Some(i) => {
+                if let Some(ty) = evolve_type(&fields[i].field_type, incoming_type, next_id, &path)?
+                {
+                    let mut widened = (*fields[i]).clone();
+                    widened.field_type = Box::new(ty);
+                    fields[i] = Arc::new(widened);
+                    changed = true;
+                }
+            }
+        }
+    }
+    Ok(changed.then_some(fields))
+}
+
+/// The table type that also fits `incoming`, or `None` when `table` already does.
+fn evolve_type(
+    table: &Type,
+    incoming: &Type,
+    next_id: &mut i32,
+    path: &str,
+) -> Result<Option<Type>, Incompatible> {
+    let incompatible = || Incompatible {
+        column: path.to_string(),
+        message: format!("the table has type {table}, the source now sends {incoming}"),
+    };
+    match (table, incoming) {
+        (Type::Primitive(_), Type::Primitive(_)) => match widen(table, incoming) {
+            Fit::Same => Ok(None),
+            Fit::Widen(ty) => Ok(Some(ty)),
+            Fit::No => Err(incompatible()),
+        },
+        (Type::Struct(t), Type::Struct(i)) => {
+            let incoming: Vec<(String, Type)> = i
+                .fields()
+                .iter()
+                .map(|f| (f.name.clone(), (*f.field_type).clone()))
+                .collect();
+            Ok(evolve_fields(t.fields(), &incoming, next_id, path)?
+                .map(|fields| Type::Struct(StructType::new(fields))))
+        }
+        (Type::List(t), Type::List(i)) => {
+            let element = &t.element_field;
+            let path = format!("{path}.element");
+            Ok(evolve_type(
+                &element.field_type,
+                &i.element_field.field_type,
+                next_id,
+                &path,
+            )?
+            .map(|ty| {
+                let mut e = (**element).clone();
+                e.field_type = Box::new(ty);
+                Type::List(ListType::new(Arc::new(e)))
+            }))
+        }
+        (Type::Map(t), Type::Map(i)) => {
+            let key_path = format!("{path}.key");
+            if evolve_type(
+                &t.key_field.field_type,
+                &i.key_field.field_type,
+                next_id,
+                &key_path,
+            )?
+            .is_some()
+            {
+                return Err(incompatible());
+            }
+            let value = &t.value_field;
+            let path = format!("{path}.value");
+            Ok(
+                evolve_type(&value.field_type, &i.value_field.field_type, next_id, &path)?.map(
+                    |ty| {
+                        let mut v = (**value).clone();
+                        v.field_type = Box::new(ty);
+                        Type::Map(MapType::new(t.key_field.clone(), Arc::new(v)))
+                    },
+                ),
+            )
+        }
+        _ => Err(incompatible()),
+    }
 }
 
 enum Fit {
@@ -152,35 +242,7 @@ fn widen(table: &Type, incoming: &Type) -> Fit {
             }
             _ => Fit::No,
         },
-        // Nested columns must keep their shape; casting handles ids and nullability.
-        _ => match (
-            iceberg::arrow::type_to_arrow_type(table),
-            iceberg::arrow::type_to_arrow_type(incoming),
-        ) {
-            (Ok(t), Ok(i)) if same_shape(table, incoming) && can_cast_types(&i, &t) => Fit::Same,
-            _ => Fit::No,
-        },
-    }
-}
-
-fn same_shape(a: &Type, b: &Type) -> bool {
-    match (a, b) {
-        (Type::Primitive(x), Type::Primitive(y)) => x == y,
-        (Type::Struct(x), Type::Struct(y)) => {
-            x.fields().len() == y.fields().len()
-                && x.fields()
-                    .iter()
-                    .zip(y.fields())
-                    .all(|(f, g)| f.name == g.name && same_shape(&f.field_type, &g.field_type))
-        }
-        (Type::List(x), Type::List(y)) => {
-            same_shape(&x.element_field.field_type, &y.element_field.field_type)
-        }
-        (Type::Map(x), Type::Map(y)) => {
-            same_shape(&x.key_field.field_type, &y.key_field.field_type)
-                && same_shape(&x.value_field.field_type, &y.value_field.field_type)
-        }
-        _ => false,
+        _ => Fit::No,
     }
 }
 
@@ -232,18 +294,14 @@ pub fn project(batch: &RecordBatch, target: &ArrowSchemaRef) -> Result<RecordBat
         .map(|field| match source.index_of(field.name()) {
             Ok(i) => {
                 let column = batch.column(i);
-                if column.data_type() == field.data_type() {
-                    Ok(column.clone())
-                } else {
-                    cast(column, field.data_type()).map_err(|e| {
-                        format!(
-                            "column {}: cannot convert {} to {}: {e}",
-                            field.name(),
-                            column.data_type(),
-                            field.data_type()
-                        )
-                    })
-                }
+                conform(column, field.data_type()).map_err(|e| {
+                    format!(
+                        "column {}: cannot convert {} to {}: {e}",
+                        field.name(),
+                        column.data_type(),
+                        field.data_type()
+                    )
+                })
             }
             Err(_) if field.is_nullable() => {
                 Ok(new_null_array(field.data_type(), batch.num_rows()))
@@ -257,9 +315,66 @@ pub fn project(batch: &RecordBatch, target: &ArrowSchemaRef) -> Result<RecordBat
     RecordBatch::try_new(target.clone(), columns).map_err(|e| e.to_string())
 }
 
+/// `array` as `target`: struct fields matched by name at any depth (a field the array lacks
+/// is null), field ids and widenings taken from the target.
+fn conform(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, ArrowError> {
+    if array.data_type() == target {
+        return Ok(array.clone());
+    }
+    match (array.data_type(), target) {
+        (DataType::Struct(_), DataType::Struct(fields)) => {
+            let s = array.as_struct();
+            let children = fields
+                .iter()
+                .map(|f| match s.column_by_name(f.name()) {
+                    Some(c) => conform(c, f.data_type()),
+                    None => Ok(new_null_array(f.data_type(), s.len())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Arc::new(StructArray::try_new(
+                fields.clone(),
+                children,
+                s.nulls().cloned(),
+            )?))
+        }
+        (DataType::List(_), DataType::List(element)) => {
+            let l = array.as_list::<i32>();
+            let values = conform(l.values(), element.data_type())?;
+            Ok(Arc::new(ListArray::try_new(
+                element.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?))
+        }
+        (DataType::LargeList(_), DataType::LargeList(element)) => {
+            let l = array.as_list::<i64>();
+            let values = conform(l.values(), element.data_type())?;
+            Ok(Arc::new(LargeListArray::try_new(
+                element.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?))
+        }
+        (DataType::Map(_, sorted), DataType::Map(entries, _)) => {
+            let m = array.as_map();
+            let values: ArrayRef = Arc::new(m.entries().clone());
+            let conformed = conform(&values, entries.data_type())?;
+            Ok(Arc::new(MapArray::try_new(
+                entries.clone(),
+                m.offsets().clone(),
+                conformed.as_struct().clone(),
+                m.nulls().cloned(),
+                *sorted,
+            )?))
+        }
+        _ => cast(array, target),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use arrow::datatypes::DataType;
 
     use super::*;
 
@@ -355,5 +470,109 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.column, "price");
+    }
+
+    fn address(fields: Vec<Field>) -> Field {
+        Field::new("address", DataType::Struct(fields.into()), true)
+    }
+
+    #[test]
+    fn a_new_nested_field_is_added_to_the_struct() {
+        let city = Field::new("city", DataType::Utf8, true);
+        let zip = Field::new("zip", DataType::Int32, true);
+        let s = creation_schema(
+            &arrow(vec![
+                Field::new("id", DataType::Int64, false),
+                address(vec![city.clone()]),
+            ]),
+            &["id".to_string()],
+        )
+        .unwrap();
+        let last = s.highest_field_id();
+        let incoming = arrow(vec![
+            Field::new("id", DataType::Int64, false),
+            address(vec![city.clone(), zip.clone()]),
+        ]);
+        let evolved = evolve(&s, last, &incoming).unwrap().expect("changed");
+        let zip_field = evolved
+            .field_by_name("address.zip")
+            .expect("nested field added");
+        assert_eq!((zip_field.id, zip_field.required), (last + 1, false));
+        assert_eq!(
+            evolved.field_by_name("address.city").unwrap().id,
+            s.field_by_name("address.city").unwrap().id
+        );
+        // The same struct again, or one that lost the new field, changes nothing more.
+        assert!(evolve(&evolved, last + 1, &incoming).unwrap().is_none());
+        let older = arrow(vec![
+            Field::new("id", DataType::Int64, false),
+            address(vec![city.clone()]),
+        ]);
+        assert!(evolve(&evolved, last + 1, &older).unwrap().is_none());
+
+        // Rows of the older shape are written with the new field null.
+        use arrow::array::{Int64Array, StringArray};
+        let rows = RecordBatch::try_new(
+            Arc::new(older),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StructArray::from(vec![(
+                    Arc::new(city),
+                    Arc::new(StringArray::from(vec!["Oslo", "Lima"])) as ArrayRef,
+                )])),
+            ],
+        )
+        .unwrap();
+        let target = arrow_schema(&evolved).unwrap();
+        let projected = project(&rows, &target).unwrap();
+        let address = projected.column(1).as_struct();
+        assert_eq!(address.num_columns(), 2);
+        assert_eq!(
+            address
+                .column_by_name("city")
+                .unwrap()
+                .as_string::<i32>()
+                .value(1),
+            "Lima"
+        );
+        assert_eq!(address.column_by_name("zip").unwrap().null_count(), 2);
+    }
+
+    #[test]
+    fn a_nested_field_that_changes_type_names_its_path() {
+        let s = creation_schema(
+            &arrow(vec![
+                Field::new("id", DataType::Int64, false),
+                address(vec![Field::new("zip", DataType::Int32, true)]),
+            ]),
+            &["id".to_string()],
+        )
+        .unwrap();
+        let err = evolve(
+            &s,
+            s.highest_field_id(),
+            &arrow(vec![address(vec![Field::new("zip", DataType::Utf8, true)])]),
+        )
+        .unwrap_err();
+        assert_eq!(err.column, "address.zip");
+        let widened = evolve(
+            &s,
+            s.highest_field_id(),
+            &arrow(vec![address(vec![Field::new(
+                "zip",
+                DataType::Int64,
+                true,
+            )])]),
+        )
+        .unwrap()
+        .expect("widened");
+        assert_eq!(
+            widened
+                .field_by_name("address.zip")
+                .unwrap()
+                .field_type
+                .to_string(),
+            "long"
+        );
     }
 }

@@ -148,6 +148,21 @@ pub struct RawDecode {
     pub format: DecodeFormat,
     #[serde(default)]
     pub variable_scale_decimal: VariableScaleDecimalAs,
+    /// The connector's `unavailable.value.placeholder`, when it is not Debezium's default.
+    pub unavailable_value_placeholder: Option<String>,
+    /// The unit of integer times and timestamps in records without a Connect schema.
+    pub schemaless_time_unit: Option<SchemalessTimeUnit>,
+}
+
+/// What an integer means in a time or timestamp column when the record carries no Connect
+/// schema to say it: Debezium's `time.precision.mode=adaptive` sends milliseconds for columns
+/// of precision 0-3 and microseconds for 4-6, so no one unit is right for every table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemalessTimeUnit {
+    Millis,
+    Micros,
+    Nanos,
 }
 
 /// The shape of the Kafka record values.
@@ -219,6 +234,7 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawTableOverride {
     pub primary_key: Option<Vec<String>>,
+    pub unavailable_value_placeholder: Option<String>,
     pub partition_spec: Option<Vec<String>>,
     pub soft_delete: Option<bool>,
     pub metadata_columns: Option<Vec<MetadataColumn>>,

@@ -11,7 +11,8 @@ use std::time::Duration;
 use regex::Regex;
 
 pub use super::raw::{
-    DecodeFormat, ErrorPolicyKind, MetadataColumn, RestAuthKind, StartFrom, VariableScaleDecimalAs,
+    DecodeFormat, ErrorPolicyKind, MetadataColumn, RestAuthKind, SchemalessTimeUnit, StartFrom,
+    VariableScaleDecimalAs,
 };
 use super::raw::{
     RawCatalog, RawConfig, RawErrors, RawFlush, RawKafka, RawStaging, RawTableOverride, RawTables,
@@ -104,6 +105,8 @@ impl fmt::Debug for KafkaProperties {
 pub struct DecodeConfig {
     pub format: DecodeFormat,
     pub variable_scale_decimal: VariableScaleDecimalAs,
+    /// `None`: integers in time and timestamp columns of schemaless records are refused.
+    pub schemaless_time_unit: Option<SchemalessTimeUnit>,
 }
 
 /// A destination table, `namespace.name`, as configured (not yet normalised to catalog rules).
@@ -159,6 +162,8 @@ pub struct TableSettings {
     pub soft_delete: bool,
     pub metadata_columns: Vec<MetadataColumn>,
     pub properties: BTreeMap<String, String>,
+    /// The text Debezium sends for a value it does not have (an unchanged TOASTed column).
+    pub unavailable_value_placeholder: String,
 }
 
 #[derive(Debug, Clone)]
@@ -437,8 +442,9 @@ impl RawConfig {
             decode: DecodeConfig {
                 format: self.decode.format,
                 variable_scale_decimal: self.decode.variable_scale_decimal,
+                schemaless_time_unit: self.decode.schemaless_time_unit,
             },
-            tables: validate_tables(self.tables)?,
+            tables: validate_tables(self.tables, self.decode.unavailable_value_placeholder)?,
             flush: validate_flush(self.flush)?,
             metrics: MetricsConfig {
                 enabled: self.metrics.enabled,
@@ -535,6 +541,10 @@ fn table_settings(
         }
         s.primary_key = Some(pk);
     }
+    if let Some(p) = o.unavailable_value_placeholder {
+        s.unavailable_value_placeholder =
+            placeholder(&format!("{key}.unavailable_value_placeholder"), p)?;
+    }
     if let Some(spec) = o.partition_spec {
         s.partition_spec = parse_partition_spec(&format!("{key}.partition_spec"), &spec)?;
     }
@@ -561,7 +571,20 @@ fn dedup_sorted(mut v: Vec<MetadataColumn>) -> Vec<MetadataColumn> {
     v
 }
 
-fn validate_tables(raw: RawTables) -> Result<TablesConfig, ConfigError> {
+fn placeholder(key: &str, text: String) -> Result<String, ConfigError> {
+    if text.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            "expected the connector's unavailable.value.placeholder text, not an empty string",
+        ));
+    }
+    Ok(text)
+}
+
+fn validate_tables(
+    raw: RawTables,
+    unavailable_value_placeholder: Option<String>,
+) -> Result<TablesConfig, ConfigError> {
     if raw.default_namespace.trim().is_empty() || raw.default_namespace.contains('.') {
         return Err(ConfigError::invalid(
             "tables.default_namespace",
@@ -574,6 +597,10 @@ fn validate_tables(raw: RawTables) -> Result<TablesConfig, ConfigError> {
         soft_delete: raw.soft_delete,
         metadata_columns: dedup_sorted(raw.metadata_columns),
         properties: raw.properties.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        unavailable_value_placeholder: match unavailable_value_placeholder {
+            Some(p) => placeholder("decode.unavailable_value_placeholder", p)?,
+            None => crate::decode::UNAVAILABLE_VALUE.to_string(),
+        },
     };
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.into_iter().enumerate() {

@@ -19,12 +19,14 @@ use serde_json::value::RawValue;
 use super::error::{DecodeErrorKind, RecordPart};
 use super::flattened::{self, FlatMeta};
 use super::infer;
-use super::logical::{Ctx, Datum, Key, MetaSink, RowSeed};
+use super::logical::{Ctx, Datum, Key, MetaSink, Placeholder, RowSeed};
 use super::schema::{ConnectSchema, Field, RowSchema, SchemaCache, TableSchema};
 use super::{
     Change, DecodeError, Decoded, KafkaPosition, KafkaRecord, Op, SourceInfo, SourcePosition,
 };
-use crate::config::{DecodeConfig, DecodeFormat, TableName, TablesConfig, VariableScaleDecimalAs};
+use crate::config::{
+    DecodeConfig, DecodeFormat, SchemalessTimeUnit, TableName, TablesConfig, VariableScaleDecimalAs,
+};
 
 /// How many distinct schemas (value and key each) stay compiled.
 const SCHEMA_CACHE_CAPACITY: usize = 1024;
@@ -35,6 +37,7 @@ const SCHEMA_CACHE_CAPACITY: usize = 1024;
 pub struct Decoder {
     format: DecodeFormat,
     variable_scale_decimal: VariableScaleDecimalAs,
+    schemaless_time_unit: Option<SchemalessTimeUnit>,
     tables: TablesConfig,
     topics: FxHashMap<String, TopicState>,
     value_schemas: SchemaCache<Arc<RowSchema>>,
@@ -58,8 +61,9 @@ struct TopicState {
     last_delete: FxHashMap<i32, Box<[u8]>>,
 }
 
-#[derive(Default)]
 struct TableState {
+    /// How the connector marks a value it does not have, for this table.
+    placeholder: Arc<Placeholder>,
     current: Option<Arc<TableSchema>>,
     /// The table as it exists in the catalog, for field ids and schemaless types.
     existing: Option<IcebergSchema>,
@@ -85,6 +89,7 @@ impl Decoder {
         Decoder {
             format: decode.format,
             variable_scale_decimal: decode.variable_scale_decimal,
+            schemaless_time_unit: decode.schemaless_time_unit,
             tables: tables.clone(),
             topics: FxHashMap::default(),
             value_schemas: SchemaCache::new(SCHEMA_CACHE_CAPACITY),
@@ -101,6 +106,7 @@ impl Decoder {
         table: &TableName,
         schema: &IcebergSchema,
     ) -> Result<(), String> {
+        let time_unit = self.schemaless_time_unit;
         let fields = schema
             .as_struct()
             .fields()
@@ -110,7 +116,7 @@ impl Decoder {
                     name: f.name.clone(),
                     id: 0,
                     required: false,
-                    codec: super::Codec::for_iceberg_type(&f.field_type)
+                    codec: super::Codec::for_iceberg_type(&f.field_type, time_unit)
                         .map_err(|e| format!("table {table}, column {}: {e}", f.name))?,
                 })
             })
@@ -119,7 +125,7 @@ impl Decoder {
             .identifier_field_ids()
             .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
             .collect();
-        let st = self.state.entry(table.clone()).or_default();
+        let st = self.table_state(table);
         st.existing = Some(schema.clone());
         st.inferred = Some(Arc::new(RowSchema { fields }));
         if !keys.is_empty() {
@@ -187,7 +193,16 @@ impl Decoder {
 
     fn table_state(&mut self, table: &TableName) -> &mut TableState {
         if !self.state.contains_key(table) {
-            self.state.insert(table.clone(), TableState::default());
+            let placeholder = &self.tables.settings(table).unavailable_value_placeholder;
+            let state = TableState {
+                placeholder: Arc::new(Placeholder::new(placeholder)),
+                current: None,
+                existing: None,
+                inferred: None,
+                keyed: None,
+                append_only_logged: false,
+            };
+            self.state.insert(table.clone(), state);
         }
         self.state
             .get_mut(table)
@@ -305,7 +320,14 @@ impl Decoder {
             None,
         )?;
         let image = if op == Op::Delete { &before } else { &after };
-        let key = key_values(&schema, &key, image.as_ref(), table).map_err(|e| rec.error(e))?;
+        let key = key_values(
+            &schema,
+            &key,
+            image.as_ref(),
+            table,
+            &self.table_state(table).placeholder,
+        )
+        .map_err(|e| rec.error(e))?;
         if op != Op::Delete {
             image_has_key(&schema, after.as_ref(), table).map_err(|e| rec.error(e))?;
         }
@@ -352,7 +374,8 @@ impl Decoder {
         } else {
             let image = before.as_ref().or(after.as_ref());
             image_has_key(&schema, after.as_ref(), table).map_err(|e| rec.error(e))?;
-            key_values(&schema, &key, image, table).map_err(|e| rec.error(e))?
+            let placeholder = &self.table_state(table).placeholder;
+            key_values(&schema, &key, image, table, placeholder).map_err(|e| rec.error(e))?
         };
         Ok(Change {
             table: table.clone(),
@@ -400,7 +423,8 @@ impl Decoder {
                     (Some(s), _) => s.clone(),
                     (None, Some(p)) => {
                         let mut fields = Vec::new();
-                        infer::merge_row(&mut fields, p, &|_| false).map_err(
+                        let placeholder = self.table_state(table).placeholder.clone();
+                        infer::merge_row(&mut fields, p, &|_| false, &placeholder).map_err(
                             |(column, message)| {
                                 rec.error(DecodeErrorKind::ValueMismatch { column, message })
                             },
@@ -412,7 +436,8 @@ impl Decoder {
                 self.table_schema(rec, table, row, &key.names)?
             }
         };
-        let key = key_values(&schema, &key, None, table).map_err(|e| rec.error(e))?;
+        let placeholder = &self.table_state(table).placeholder;
+        let key = key_values(&schema, &key, None, table, placeholder).map_err(|e| rec.error(e))?;
         Ok(Change {
             table: table.clone(),
             op: Op::Delete,
@@ -583,9 +608,11 @@ impl Decoder {
         images: [Option<&str>; 2],
         meta: Option<&MetaSink>,
     ) -> Result<(Arc<TableSchema>, Images), DecodeError> {
+        let placeholder = self.table_state(table).placeholder.clone();
         if let Some(row) = row_schema {
             let schema = self.table_schema(rec, table, row, &key.names)?;
-            let rows = read_images(&schema, images, meta, false).map_err(|(_, e)| rec.error(e))?;
+            let rows = read_images(&schema, images, meta, false, &placeholder)
+                .map_err(|(_, e)| rec.error(e))?;
             return Ok((schema, rows));
         }
         let inferred = self.table_state(table).inferred.clone();
@@ -596,7 +623,7 @@ impl Decoder {
                 .all(|n| row.fields.iter().any(|f| &f.name == n))
         {
             let schema = self.table_schema(rec, table, row, &key.names)?;
-            match read_images(&schema, images, meta, true) {
+            match read_images(&schema, images, meta, true, &placeholder) {
                 Ok(rows) => return Ok((schema, rows)),
                 Err((false, e)) => return Err(rec.error(e)),
                 Err((true, _)) => {}
@@ -611,13 +638,13 @@ impl Decoder {
             .unwrap_or_default();
         for image in images.into_iter().flatten() {
             let skip = |name: &str| meta.is_some() && flattened::is_metadata_field(name);
-            infer::merge_row(&mut fields, image, &skip).map_err(|(column, message)| {
-                rec.error(DecodeErrorKind::ValueMismatch { column, message })
-            })?;
+            infer::merge_row(&mut fields, image, &skip, &placeholder).map_err(
+                |(column, message)| rec.error(DecodeErrorKind::ValueMismatch { column, message }),
+            )?;
         }
         if let Some(payload) = key.payload.filter(|_| key.from_record) {
             // Key columns the rows left null still get a type.
-            let _ = infer::merge_row(&mut fields, payload, &|_| false);
+            let _ = infer::merge_row(&mut fields, payload, &|_| false, &placeholder);
         }
         let row = Arc::new(RowSchema { fields });
         self.table_state(table).inferred = Some(row.clone());
@@ -625,7 +652,8 @@ impl Decoder {
         if let Some(meta) = meta {
             meta.borrow_mut().clear();
         }
-        let rows = read_images(&schema, images, meta, true).map_err(|(_, e)| rec.error(e))?;
+        let rows = read_images(&schema, images, meta, true, &placeholder)
+            .map_err(|(_, e)| rec.error(e))?;
         Ok((schema, rows))
     }
 }
@@ -639,6 +667,7 @@ fn read_images(
     images: [Option<&str>; 2],
     meta: Option<&MetaSink>,
     lenient: bool,
+    placeholder: &Placeholder,
 ) -> Result<Images, (bool, DecodeErrorKind)> {
     let mut out = [None, None];
     for (slot, image) in out.iter_mut().zip(images) {
@@ -646,7 +675,14 @@ fn read_images(
             if let Some(meta) = meta {
                 meta.borrow_mut().clear();
             }
-            *slot = Some(read_row(schema.columns(), json, meta, lenient, false)?);
+            *slot = Some(read_row(
+                schema.columns(),
+                json,
+                meta,
+                lenient,
+                false,
+                placeholder,
+            )?);
         }
     }
     Ok(out)
@@ -658,8 +694,9 @@ fn read_row(
     meta: Option<&MetaSink>,
     lenient: bool,
     ignore_unknown: bool,
+    placeholder: &Placeholder,
 ) -> Result<Vec<Datum>, (bool, DecodeErrorKind)> {
-    let mut ctx = Ctx::new(lenient);
+    let mut ctx = Ctx::new(lenient, placeholder);
     ctx.ignore_unknown = ignore_unknown;
     let mut de = serde_json::Deserializer::from_str(json);
     let result = RowSeed {
@@ -708,6 +745,7 @@ fn key_values(
     key: &KeyInfo<'_>,
     image: Option<&Vec<Datum>>,
     table: &TableName,
+    placeholder: &Placeholder,
 ) -> Result<Vec<Datum>, DecodeErrorKind> {
     if schema.primary_key().is_empty() {
         return Ok(Vec::new());
@@ -718,19 +756,21 @@ fn key_values(
         message,
     };
     let values = match (key.from_record, key.payload, image) {
-        (true, Some(payload), _) | (false, Some(payload), None) => {
-            read_row(&schema.key_fields, payload, None, false, !key.from_record).map_err(
-                |(_, e)| match e {
-                    DecodeErrorKind::ValueMismatch { column, message } => {
-                        DecodeErrorKind::ValueMismatch {
-                            column: format!("key.{column}"),
-                            message,
-                        }
-                    }
-                    other => other,
-                },
-            )?
-        }
+        (true, Some(payload), _) | (false, Some(payload), None) => read_row(
+            &schema.key_fields,
+            payload,
+            None,
+            false,
+            !key.from_record,
+            placeholder,
+        )
+        .map_err(|(_, e)| match e {
+            DecodeErrorKind::ValueMismatch { column, message } => DecodeErrorKind::ValueMismatch {
+                column: format!("key.{column}"),
+                message,
+            },
+            other => other,
+        })?,
         (_, _, Some(row)) => schema
             .primary_key()
             .iter()

@@ -10,15 +10,17 @@ use serde::de::DeserializeSeed;
 use serde_json::Value;
 
 use super::envelope::RawObject;
-use super::logical::{Ctx, DatumSeed, UNAVAILABLE_VALUE};
+use super::logical::{Ctx, DatumSeed, Placeholder};
 use super::schema::{Codec, Field};
 
 /// Widens `fields` so that the JSON object `row` fits; new columns come in the row's field
-/// order. Errors name the column and why.
+/// order. A top-level `placeholder` value says nothing of its column's type. Errors name the
+/// column and why.
 pub(crate) fn merge_row(
     fields: &mut Vec<Field>,
     row: &str,
     skip: &dyn Fn(&str) -> bool,
+    placeholder: &Placeholder,
 ) -> Result<bool, (String, String)> {
     // Read as ordered raw entries: serde_json's own map would sort the columns by name.
     let object = RawObject::parse(row)
@@ -29,7 +31,7 @@ pub(crate) fn merge_row(
             serde_json::from_str(raw.get()).map_err(|e| (name.to_string(), e.to_string()))?;
         let mut one = serde_json::Map::new();
         one.insert(name.to_string(), value);
-        changed |= merge_object(fields, &one, skip, "", true)?;
+        changed |= merge_object(fields, &one, skip, "", Some(placeholder))?;
     }
     Ok(changed)
 }
@@ -39,11 +41,11 @@ fn merge_object(
     object: &serde_json::Map<String, Value>,
     skip: &dyn Fn(&str) -> bool,
     prefix: &str,
-    top: bool,
+    placeholder: Option<&Placeholder>,
 ) -> Result<bool, (String, String)> {
     let mut changed = false;
     for (name, value) in object {
-        if skip(name) || top && value.as_str() == Some(UNAVAILABLE_VALUE) {
+        if skip(name) || placeholder.is_some_and(|p| value.as_str() == Some(p.text())) {
             continue;
         }
         let path = if prefix.is_empty() {
@@ -65,12 +67,16 @@ fn merge_object(
 }
 
 fn merge_value(field: &mut Field, value: &Value, path: &str) -> Result<bool, (String, String)> {
-    if value.is_null() || fits(field, value) {
+    if value.is_null() {
         return Ok(false);
     }
+    let why = match fits(field, value) {
+        Ok(()) => return Ok(false),
+        Err(why) => why,
+    };
     let widened = match (&mut field.codec, value) {
         (Codec::Struct(children), Value::Object(o)) => {
-            return merge_object(children, o, &|_| false, path, false);
+            return merge_object(children, o, &|_| false, path, None);
         }
         (Codec::List(element), Value::Array(items)) => {
             let mut changed = false;
@@ -81,6 +87,10 @@ fn merge_value(field: &mut Field, value: &Value, path: &str) -> Result<bool, (St
         }
         (Codec::Int, Value::Number(n)) if n.is_i64() => Codec::Long,
         (Codec::Int | Codec::Long | Codec::Float, Value::Number(_)) => Codec::Double,
+        // An existing time column: the column's own reason (an integer's unit is unknown).
+        (Codec::TimeText | Codec::TimestampText, Value::Number(_)) => {
+            return Err((path.to_string(), why));
+        }
         (codec, v) => {
             return Err((
                 path.to_string(),
@@ -96,16 +106,19 @@ fn merge_value(field: &mut Field, value: &Value, path: &str) -> Result<bool, (St
     Ok(true)
 }
 
-/// Whether the column reads this value as it is.
-fn fits(field: &Field, value: &Value) -> bool {
-    let ctx = Ctx::new(false);
+/// Whether the column reads this value as it is, else why not.
+fn fits(field: &Field, value: &Value) -> Result<(), String> {
+    // Only top-level values can be the placeholder, and this reads none.
+    let placeholder = Placeholder::default();
+    let ctx = Ctx::new(false, &placeholder);
     DatumSeed {
         field,
         ctx: &ctx,
         top: false,
     }
     .deserialize(value)
-    .is_ok()
+    .map(drop)
+    .map_err(|e| e.to_string())
 }
 
 /// The type a value suggests; None for nulls and empty containers, which suggest nothing.
@@ -130,7 +143,7 @@ fn infer(value: &Value) -> Option<Codec> {
         }
         Value::Object(o) => {
             let mut fields = Vec::new();
-            merge_object(&mut fields, o, &|_| false, "", false).ok()?;
+            merge_object(&mut fields, o, &|_| false, "", None).ok()?;
             if fields.is_empty() {
                 return None;
             }
@@ -153,7 +166,16 @@ fn kind(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::UNAVAILABLE_VALUE;
     use serde_json::json;
+
+    fn merge_row(
+        fields: &mut Vec<Field>,
+        row: &str,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<bool, (String, String)> {
+        super::merge_row(fields, row, skip, &Placeholder::default())
+    }
 
     fn codecs(fields: &[Field]) -> Vec<(&str, &Codec)> {
         fields.iter().map(|f| (f.name.as_str(), &f.codec)).collect()

@@ -14,16 +14,93 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use num_bigint::BigInt;
-use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess};
+use serde_json::value::RawValue;
 
 use super::schema::{Codec, Field};
 use crate::config::VariableScaleDecimalAs;
 
-/// Debezium's placeholder for a column whose value it does not have (an unchanged TOASTed
-/// PostgreSQL column, `unavailable.value.placeholder`).
+/// Debezium's default placeholder for a column whose value it does not have (an unchanged
+/// TOASTed PostgreSQL column): the connector setting `unavailable.value.placeholder`.
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
-/// The same placeholder in a bytes column: the base64 of its UTF-8 bytes.
-const UNAVAILABLE_VALUE_BASE64: &str = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==";
+
+/// The placeholder as it appears in each kind of column, as Debezium's PostgreSQL connector
+/// writes it for an unchanged TOASTed value:
+/// - string-like columns (text, json, xml, enum, and bytea in `binary.handling.mode=hex`):
+///   the text itself;
+/// - bytes columns: the text's UTF-8 bytes, which the JsonConverter writes as base64;
+/// - text[] (and other string arrays), bytea[]: a one-element array of the above;
+/// - int[], bigint[], date[]: the text's bytes as numbers, one element per byte;
+/// - uuid[]: a one-element array of Java's `UUID.nameUUIDFromBytes` of those bytes;
+/// - hstore: the map `{placeholder: placeholder}` (`hstore.handling.mode=map`), or its JSON text
+///   (`json`).
+///
+/// Other PostgreSQL column types (numeric[], PostGIS, ...) get no placeholder from the
+/// connector: it leaves them null, and so does the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    text: String,
+    base64: String,
+    hstore_json: String,
+    uuid: String,
+}
+
+impl Placeholder {
+    pub fn new(text: &str) -> Placeholder {
+        use md5::Digest as _;
+        let digest: [u8; 16] = md5::Md5::digest(text.as_bytes()).into();
+        Placeholder {
+            text: text.to_owned(),
+            base64: BASE64.encode(text.as_bytes()),
+            hstore_json: serde_json::json!({ text: text }).to_string(),
+            uuid: uuid::Builder::from_md5_bytes(digest)
+                .into_uuid()
+                .hyphenated()
+                .to_string(),
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `value`, read for a column of `codec`, is the placeholder.
+    fn is(&self, codec: &Codec, value: &str) -> bool {
+        match codec {
+            Codec::Binary => value == self.base64 || value == self.text,
+            Codec::String => value == self.text || value == self.hstore_json,
+            _ => value == self.text,
+        }
+    }
+
+    /// Whether a whole array is the placeholder.
+    fn is_list(&self, items: &[Datum]) -> bool {
+        let bytes = self.text.as_bytes();
+        match items {
+            [Datum::Unchanged] => true,
+            [Datum::String(u)] if *u == self.uuid => true,
+            _ => {
+                items.len() == bytes.len()
+                    && items.iter().zip(bytes).all(|(d, &b)| match d {
+                        Datum::Int(v) | Datum::Date(v) => *v == i32::from(b),
+                        Datum::Long(v) => *v == i64::from(b),
+                        _ => false,
+                    })
+            }
+        }
+    }
+
+    /// Whether a whole map is the placeholder.
+    fn is_map(&self, entries: &[(Datum, Datum)]) -> bool {
+        matches!(entries, [(Datum::String(k), Datum::String(v))] if *k == self.text && *v == self.text)
+    }
+}
+
+impl Default for Placeholder {
+    fn default() -> Self {
+        Placeholder::new(UNAVAILABLE_VALUE)
+    }
+}
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -64,6 +141,7 @@ impl Datum {
 /// whether a mismatch only means "the inferred schema is out of date".
 pub(crate) struct Ctx<'s> {
     pub path: RefCell<Vec<&'s str>>,
+    pub placeholder: &'s Placeholder,
     /// Schemaless decoding against an inferred schema: unknown fields and mismatching values
     /// set `miss` so the caller can widen the schema and try again.
     pub lenient: bool,
@@ -73,9 +151,10 @@ pub(crate) struct Ctx<'s> {
 }
 
 impl<'s> Ctx<'s> {
-    pub fn new(lenient: bool) -> Self {
+    pub fn new(lenient: bool, placeholder: &'s Placeholder) -> Self {
         Ctx {
             path: RefCell::new(Vec::new()),
+            placeholder,
             lenient,
             ignore_unknown: false,
             miss: Cell::new(false),
@@ -195,11 +274,58 @@ pub(crate) struct DatumSeed<'s, 'c> {
 impl<'de, 's, 'c> DeserializeSeed<'de> for DatumSeed<'s, 'c> {
     type Value = Datum;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if matches!(
+            self.field.codec,
+            Codec::Float | Codec::Decimal { .. } | Codec::WideDecimal { .. }
+        ) {
+            // serde_json reads every number as an f64. Rounding that to an f32 rounds twice
+            // (a text close to the midpoint of two f32s can land on the wrong one), and a
+            // decimal written as a JSON number (the JsonConverter's decimal.format=NUMERIC)
+            // can have more digits than an f64 holds. These columns read the text itself.
+            let raw = Box::<RawValue>::deserialize(d)?;
+            return self.number_text(raw.get());
+        }
         d.deserialize_any(self)
     }
 }
 
 impl DatumSeed<'_, '_> {
+    /// A float or decimal column's value from its JSON text: a number, null, or a string
+    /// ("NaN", "Infinity", base64 decimal bytes, the placeholder).
+    fn number_text<E: de::Error>(self, text: &str) -> Result<Datum, E> {
+        match text.as_bytes().first() {
+            Some(b'n') => Ok(Datum::Null),
+            Some(b'"') => {
+                let s: Cow<str> = serde_json::from_str(text).map_err(E::custom)?;
+                de::Visitor::visit_str(self, &s)
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let shown = || format!("number {}", truncate(text));
+                match &self.field.codec {
+                    Codec::Float => match text.parse::<f32>() {
+                        // A JSON number has no text for infinity: infinite is an overflow.
+                        Ok(v) if v.is_finite() => Ok(Datum::Float(v)),
+                        _ => Err(self.out_of_range(shown())),
+                    },
+                    Codec::Decimal { scale, .. } => {
+                        self.decimal(parse_decimal_text(text, *scale), &shown())
+                    }
+                    Codec::WideDecimal { scale, target } => decimal_parts(text)
+                        .map(|(unscaled, own)| match rescale(&unscaled, own, *scale) {
+                            Some(v) => scaled_text(&v, *scale),
+                            None => scaled_text(&unscaled, own),
+                        })
+                        .and_then(|t| text_or_double(&t, *target))
+                        .ok_or_else(|| self.out_of_range(shown())),
+                    _ => Err(self.mismatch(shown())),
+                }
+            }
+            Some(b't' | b'f') => Err(self.mismatch(format_args!("boolean {text}"))),
+            Some(b'[') => Err(self.mismatch("an array")),
+            _ => Err(self.mismatch("an object")),
+        }
+    }
+
     fn mismatch<E: de::Error>(&self, got: impl fmt::Display) -> E {
         self.ctx.fail(format_args!(
             "expected {}, got {got}",
@@ -260,6 +386,8 @@ fn expected(codec: &Codec) -> String {
         Codec::ZonedTimestamp => {
             "an ISO-8601 timestamp with offset (io.debezium.time.ZonedTimestamp)".into()
         }
+        Codec::TimeText => "an ISO-8601 time of day".into(),
+        Codec::TimestampText => "an ISO-8601 timestamp".into(),
         Codec::List(_) => "an array".into(),
         Codec::Struct(_) => "an object".into(),
         Codec::Map(_, _) => "an object or an array of [key, value] pairs".into(),
@@ -320,8 +448,15 @@ impl<'de> de::Visitor<'de> for DatumSeed<'_, '_> {
             }
             Codec::TimestampMicros => Datum::Timestamp(v),
             Codec::TimestampNanos => Datum::Timestamp(v.div_euclid(1000)),
-            // Only an existing table's schema (no Connect schema) reads these from numbers.
-            Codec::ZonedTimestamp => Datum::TimestampTz(v),
+            Codec::TimeText | Codec::TimestampText => {
+                return Err(self.ctx.fail(format_args!(
+                    "integer {v} in a {} column of a record without a Connect schema: its unit \
+                     depends on the connector's time.precision.mode and the column's precision; \
+                     set decode.schemaless_time_unit, or send the schema \
+                     (value.converter.schemas.enable=true)",
+                    self.field.codec.describe()
+                )));
+            }
             Codec::Decimal { scale, .. } => {
                 return self.decimal(scale_up(v as i128, scale), &v.to_string());
             }
@@ -344,10 +479,7 @@ impl<'de> de::Visitor<'de> for DatumSeed<'_, '_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Datum, E> {
-        if self.top
-            && (s == UNAVAILABLE_VALUE
-                || (self.field.codec == Codec::Binary && s == UNAVAILABLE_VALUE_BASE64))
-        {
+        if self.top && self.ctx.placeholder.is(&self.field.codec, s) {
             return Ok(Datum::Unchanged);
         }
         let shown = || format!("string {:?}", truncate(s));
@@ -384,7 +516,7 @@ impl<'de> de::Visitor<'de> for DatumSeed<'_, '_> {
             Codec::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d")
                 .map(|d| Datum::Date(days_since_epoch(d)))
                 .map_err(|_| self.mismatch(shown())),
-            Codec::TimeMillis | Codec::TimeMicros | Codec::TimeNanos => {
+            Codec::TimeMillis | Codec::TimeMicros | Codec::TimeNanos | Codec::TimeText => {
                 NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
                     .map(|t| {
                         Datum::Time(
@@ -394,11 +526,12 @@ impl<'de> de::Visitor<'de> for DatumSeed<'_, '_> {
                     })
                     .map_err(|_| self.mismatch(shown()))
             }
-            Codec::TimestampMillis | Codec::TimestampMicros | Codec::TimestampNanos => {
-                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                    .map(|t| Datum::Timestamp(t.and_utc().timestamp_micros()))
-                    .map_err(|_| self.mismatch(shown()))
-            }
+            Codec::TimestampMillis
+            | Codec::TimestampMicros
+            | Codec::TimestampNanos
+            | Codec::TimestampText => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|t| Datum::Timestamp(t.and_utc().timestamp_micros()))
+                .map_err(|_| self.mismatch(shown())),
             _ => Err(self.mismatch(shown())),
         }
     }
@@ -442,8 +575,7 @@ impl<'de> de::Visitor<'de> for DatumSeed<'_, '_> {
                         ctx: self.ctx,
                         top: false,
                     }
-                    .deserialize(k.as_ref().into_deserializer())
-                    .map_err(|e: de::value::Error| <A::Error as de::Error>::custom(e))?;
+                    .visit_str::<A::Error>(&k)?;
                     self.ctx.path.borrow_mut().pop();
                     self.ctx.path.borrow_mut().push("value");
                     let vd = map.next_value_seed(DatumSeed {
@@ -453,6 +585,9 @@ impl<'de> de::Visitor<'de> for DatumSeed<'_, '_> {
                     })?;
                     self.ctx.path.borrow_mut().pop();
                     entries.push((kd, vd));
+                }
+                if self.top && self.ctx.placeholder.is_map(&entries) {
+                    return Ok(Datum::Unchanged);
                 }
                 Ok(Datum::Map(entries))
             }
@@ -474,13 +609,14 @@ impl<'de> de::Visitor<'de> for DatumSeed<'_, '_> {
                     items.push(d);
                 }
                 self.ctx.path.borrow_mut().pop();
+                if self.top && self.ctx.placeholder.is_list(&items) {
+                    return Ok(Datum::Unchanged);
+                }
                 if items.contains(&Datum::Unchanged) {
-                    return if items.len() == 1 {
-                        Ok(Datum::Unchanged)
-                    } else {
-                        Err(self
-                            .mismatch(format_args!("{UNAVAILABLE_VALUE:?} among other elements")))
-                    };
+                    return Err(self.mismatch(format_args!(
+                        "{:?} among other elements",
+                        self.ctx.placeholder.text()
+                    )));
                 }
                 Ok(Datum::List(items))
             }
@@ -579,12 +715,27 @@ fn scale_up(v: i128, scale: u32) -> Option<i128> {
     10i128.checked_pow(scale).and_then(|m| v.checked_mul(m))
 }
 
-/// Decimal text ("-12.340") as an unscaled value with `scale` digits after the point; None
-/// when it has more significant fraction digits than the scale, or is not a decimal.
+/// Decimal text ("-12.340", "1.5E-7") as an unscaled value with `scale` digits after the
+/// point; None when it has more significant fraction digits than the scale, does not fit an
+/// i128, or is not a decimal.
 pub(crate) fn parse_decimal_text(s: &str, scale: u32) -> Option<i128> {
-    let (negative, digits) = match s.strip_prefix('-') {
+    let (unscaled, own) = decimal_parts(s)?;
+    i128::try_from(rescale(&unscaled, own, i32::try_from(scale).ok()?)?).ok()
+}
+
+/// Decimal text as an unscaled integer and its scale: "-12.340" -> (-12340, 3),
+/// "1.5E-7" -> (15, 8), "2E3" -> (2, -3). Exponents are bounded, so no text makes a huge number.
+pub(crate) fn decimal_parts(s: &str) -> Option<(BigInt, i32)> {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    if !(-400..=400).contains(&exponent) {
+        return None;
+    }
+    let (negative, digits) = match mantissa.strip_prefix('-') {
         Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
+        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
     if int.is_empty() && frac.is_empty()
@@ -593,17 +744,22 @@ pub(crate) fn parse_decimal_text(s: &str, scale: u32) -> Option<i128> {
     {
         return None;
     }
-    let scale = scale as usize;
-    let (kept, dropped) = frac.split_at(frac.len().min(scale));
-    if dropped.bytes().any(|b| b != b'0') {
-        return None;
+    let all = format!("{int}{frac}");
+    let magnitude = BigInt::parse_bytes(all.as_bytes(), 10)?;
+    let scale = i32::try_from(frac.len()).ok()? - exponent;
+    Some((if negative { -magnitude } else { magnitude }, scale))
+}
+
+/// `unscaled` at scale `from` as an unscaled value at scale `to`, when that is exact.
+pub(crate) fn rescale(unscaled: &BigInt, from: i32, to: i32) -> Option<BigInt> {
+    let pow = |n: i32| BigInt::from(10u8).pow(n.unsigned_abs());
+    if to >= from {
+        Some(unscaled * pow(to - from))
+    } else {
+        let divisor = pow(from - to);
+        let (q, r) = (unscaled / &divisor, unscaled % &divisor);
+        (r == BigInt::ZERO).then_some(q)
     }
-    let mut v: i128 = 0;
-    for b in int.bytes().chain(kept.bytes()) {
-        v = v.checked_mul(10)?.checked_add((b - b'0') as i128)?;
-    }
-    v = v.checked_mul(10i128.checked_pow((scale - kept.len()) as u32)?)?;
-    Some(if negative { -v } else { v })
 }
 
 /// An unscaled integer and a scale as exact decimal text: (12345, 2) -> "123.45",
@@ -662,7 +818,12 @@ mod tests {
         assert_eq!(parse_decimal_text("7", 3), Some(7000));
         assert_eq!(parse_decimal_text("1.230", 2), Some(123));
         assert_eq!(parse_decimal_text("1.235", 2), None);
-        assert_eq!(parse_decimal_text("1e5", 2), None);
+        assert_eq!(parse_decimal_text("1e5", 2), Some(10_000_000));
+        assert_eq!(parse_decimal_text("1.5E-7", 8), Some(15));
+        assert_eq!(parse_decimal_text("1.5E-7", 7), None);
+        assert_eq!(parse_decimal_text("-12.340E1", 2), Some(-12340));
+        assert_eq!(parse_decimal_text("1e999", 2), None);
+        assert_eq!(parse_decimal_text("e5", 2), None);
         assert_eq!(parse_decimal_text(".", 2), None);
         assert_eq!(scaled_text(&BigInt::from(12345), 2), "123.45");
         assert_eq!(scaled_text(&BigInt::from(-5), 3), "-0.005");

@@ -12,7 +12,7 @@
 //! This module never talks to a catalog or buffers rows across records, and never resolves an
 //! unchanged (TOASTed) column: that needs the previous image or the table, which the runtime
 //! has. It must never parse the Connect `schema` of every message into a tree: schemas are
-//! compiled once and found again by their bytes (DESIGN.md, "Performance").
+//! compiled once and found again by their bytes.
 
 pub mod arrow;
 mod envelope;
@@ -23,6 +23,12 @@ mod logical;
 pub mod policy;
 mod schema;
 
+#[cfg(test)]
+mod captured_tests;
+#[cfg(test)]
+mod exact_tests;
+#[cfg(test)]
+mod settings_tests;
 #[cfg(test)]
 mod tests;
 

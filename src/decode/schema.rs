@@ -15,13 +15,13 @@ use iceberg::spec::{
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use crate::config::VariableScaleDecimalAs;
+use crate::config::{SchemalessTimeUnit, VariableScaleDecimalAs};
 
 /// Iceberg's widest decimal.
 pub const MAX_DECIMAL_PRECISION: u32 = 38;
 
-/// How a column's JSON value is read, which also fixes its Iceberg type (DESIGN.md, "Debezium
-/// type mapping").
+/// How a column's JSON value is read, which also fixes its Iceberg type (the README's type
+/// mapping table).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Codec {
     Boolean,
@@ -65,6 +65,11 @@ pub enum Codec {
     TimestampNanos,
     /// `io.debezium.time.ZonedTimestamp`: an ISO-8601 string with offset, stored in UTC.
     ZonedTimestamp,
+    /// A time column of a record without a Connect schema and no `decode.schemaless_time_unit`:
+    /// read from ISO-8601 text only, since an integer's unit is unknown.
+    TimeText,
+    /// A timestamp column likewise.
+    TimestampText,
     List(Box<Field>),
     Struct(Vec<Field>),
     Map(Box<Field>, Box<Field>),
@@ -93,10 +98,13 @@ impl Codec {
             Codec::WideDecimal { target, .. } => text_or_double(target),
             Codec::VariableScaleDecimal(target) => text_or_double(target),
             Codec::Date => p(PrimitiveType::Date),
-            Codec::TimeMillis | Codec::TimeMicros | Codec::TimeNanos => p(PrimitiveType::Time),
-            Codec::TimestampMillis | Codec::TimestampMicros | Codec::TimestampNanos => {
-                p(PrimitiveType::Timestamp)
+            Codec::TimeMillis | Codec::TimeMicros | Codec::TimeNanos | Codec::TimeText => {
+                p(PrimitiveType::Time)
             }
+            Codec::TimestampMillis
+            | Codec::TimestampMicros
+            | Codec::TimestampNanos
+            | Codec::TimestampText => p(PrimitiveType::Timestamp),
             Codec::ZonedTimestamp => p(PrimitiveType::Timestamptz),
             Codec::List(element) => Type::List(ListType::new(element.to_nested_field())),
             Codec::Struct(fields) => Type::Struct(StructType::new(
@@ -109,9 +117,13 @@ impl Codec {
     }
 
     /// The codec that reads a schemaless JSON value into an existing table column of type `ty`.
-    /// Without a Connect schema the numbers are read the way Debezium's default settings write
-    /// them: dates as days, times and timestamps as microseconds.
-    pub fn for_iceberg_type(ty: &Type) -> Result<Codec, String> {
+    /// Dates are days (every Debezium mode sends days); integer times and timestamps are in
+    /// `time_unit`, and without one only their ISO-8601 text is read.
+    pub fn for_iceberg_type(
+        ty: &Type,
+        time_unit: Option<SchemalessTimeUnit>,
+    ) -> Result<Codec, String> {
+        use SchemalessTimeUnit as U;
         Ok(match ty {
             Type::Primitive(p) => match p {
                 PrimitiveType::Boolean => Codec::Boolean,
@@ -124,8 +136,18 @@ impl Codec {
                     scale: *scale,
                 },
                 PrimitiveType::Date => Codec::Date,
-                PrimitiveType::Time => Codec::TimeMicros,
-                PrimitiveType::Timestamp => Codec::TimestampMicros,
+                PrimitiveType::Time => match time_unit {
+                    Some(U::Millis) => Codec::TimeMillis,
+                    Some(U::Micros) => Codec::TimeMicros,
+                    Some(U::Nanos) => Codec::TimeNanos,
+                    None => Codec::TimeText,
+                },
+                PrimitiveType::Timestamp => match time_unit {
+                    Some(U::Millis) => Codec::TimestampMillis,
+                    Some(U::Micros) => Codec::TimestampMicros,
+                    Some(U::Nanos) => Codec::TimestampNanos,
+                    None => Codec::TimestampText,
+                },
                 PrimitiveType::Timestamptz => Codec::ZonedTimestamp,
                 PrimitiveType::String => Codec::String,
                 PrimitiveType::Binary => Codec::Binary,
@@ -134,13 +156,15 @@ impl Codec {
             Type::Struct(s) => Codec::Struct(
                 s.fields()
                     .iter()
-                    .map(|f| Field::from_iceberg(f))
+                    .map(|f| Field::from_iceberg(f, time_unit))
                     .collect::<Result<_, _>>()?,
             ),
-            Type::List(l) => Codec::List(Box::new(Field::from_iceberg(&l.element_field)?)),
+            Type::List(l) => {
+                Codec::List(Box::new(Field::from_iceberg(&l.element_field, time_unit)?))
+            }
             Type::Map(m) => Codec::Map(
-                Box::new(Field::from_iceberg(&m.key_field)?),
-                Box::new(Field::from_iceberg(&m.value_field)?),
+                Box::new(Field::from_iceberg(&m.key_field, time_unit)?),
+                Box::new(Field::from_iceberg(&m.value_field, time_unit)?),
             ),
         })
     }
@@ -151,6 +175,8 @@ impl Codec {
             Codec::List(_) => "list".into(),
             Codec::Struct(_) => "struct".into(),
             Codec::Map(_, _) => "map".into(),
+            Codec::TimeText => "time".into(),
+            Codec::TimestampText => "timestamp".into(),
             other => format!("{other:?}").to_lowercase(),
         }
     }
@@ -187,12 +213,15 @@ impl Field {
         ))
     }
 
-    fn from_iceberg(f: &NestedField) -> Result<Field, String> {
+    fn from_iceberg(
+        f: &NestedField,
+        time_unit: Option<SchemalessTimeUnit>,
+    ) -> Result<Field, String> {
         Ok(Field {
             name: f.name.clone(),
             id: f.id,
             required: f.required,
-            codec: Codec::for_iceberg_type(&f.field_type)
+            codec: Codec::for_iceberg_type(&f.field_type, time_unit)
                 .map_err(|e| format!("column {}: {e}", f.name))?,
         })
     }
@@ -493,10 +522,12 @@ impl ConnectSchema {
             // Other logical types are read as their physical type: Json, Xml, Enum, EnumSet,
             // Uuid and ZonedTime are strings, Bits is bytes, Year is int32, MicroDuration is
             // int64, geometries are structs.
+            // The type names are the JsonConverter's (Kafka's `JsonSchema`): FLOAT32 and
+            // FLOAT64 are written "float" and "double", not by their `Schema.Type` names.
             (_, "int8" | "int16" | "int32") => Codec::Int,
             (_, "int64") => Codec::Long,
-            (_, "float32") => Codec::Float,
-            (_, "float64") => Codec::Double,
+            (_, "float") => Codec::Float,
+            (_, "double") => Codec::Double,
             (_, "boolean") => Codec::Boolean,
             (_, "string") => Codec::String,
             (_, "bytes") => Codec::Binary,
@@ -526,7 +557,12 @@ impl ConnectSchema {
                 }
                 Codec::Struct(self.compile_struct(vsd, |_| false).map_err(at)?.fields)
             }
-            (_, other) => return Err(at(format!("unknown Connect type {other:?}"))),
+            (_, other) => {
+                return Err(at(format!(
+                    "unknown Connect type {other:?}; the JsonConverter writes boolean, int8, \
+                     int16, int32, int64, float, double, bytes, string, array, map or struct"
+                )));
+            }
         };
         Ok(Field::new(name, codec))
     }

@@ -823,7 +823,7 @@ fn malformed_input_gives_exact_errors() {
         ),
         (
             "unknown_connect_type",
-            "unsupported schema in the record value: field `id`: unknown Connect type \"int128\"",
+            "unsupported schema in the record value: field `id`: unknown Connect type \"int128\"; the JsonConverter writes boolean, int8, int16, int32, int64, float, double, bytes, string, array, map or struct",
         ),
         (
             "time_of_day_out_of_range",

@@ -489,7 +489,7 @@ impl Stager {
     }
 }
 
-fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
     let first = batches.first().ok_or("nothing to stage")?;
     // Staged deltas are read once, soon: the cheapest zstd level keeps flushes fast.
     let props = WriterProperties::builder()
@@ -507,7 +507,7 @@ fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn decode(body: Bytes) -> Result<Vec<RecordBatch>, String> {
+pub(crate) fn decode(body: Bytes) -> Result<Vec<RecordBatch>, String> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(body)
         .map_err(|e| e.to_string())?
         .build()

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the Debezium decoder corpus next to this file (run it after changing it).
+"""Writes the generated Debezium decoder corpus next to this file (run it after changing it).
 
-The records follow the shapes in Debezium's documentation for the PostgreSQL, MySQL and SQL
-Server connectors: the JsonConverter's {"schema", "payload"} wrapper, Connect field order,
-`source` blocks per connector, logical type names and parameters. Each .jsonl file is one
+These records are generated, not captured: they cover combinations the captured corpus in
+tests/data/captured/ lacks (every logical type in one table, TOAST placeholders, schema
+changes, SQL Server, malformed records). Their shapes follow the converters' code, checked
+against the captured records: the JsonConverter's {"schema", "payload"} wrapper and its type
+names (FLOAT32 and FLOAT64 are "float" and "double"), Connect field order, `source` blocks per
+connector, Debezium's logical type names and parameters. Each .jsonl file is one
 stream of Kafka records, one {"key": ..., "value": ...} per line (null = absent / tombstone),
 read in order as partition 0, offsets 0.. by src/decode/tests.rs.
 """
@@ -186,8 +189,8 @@ pg_types = Table("postgresql", "dbserver1", "postgres", "public", "all_types", [
     f("id", "int64", False),
     f("small", "int16"),
     f("big", "int64"),
-    f("real_col", "float32"),
-    f("double_col", "float64"),
+    f("real_col", "float"),
+    f("double_col", "double"),
     f("flag", "boolean"),
     f("name", "string"),
     f("raw", "bytes"),
@@ -209,7 +212,7 @@ pg_types = Table("postgresql", "dbserver1", "postgres", "public", "all_types", [
     f("attrs", "map", keys={"type": "string", "optional": False},
       values={"type": "string", "optional": True}),
     f("location", "struct", True, "io.debezium.data.geometry.Point", 1,
-      fields=[f("x", "float64", False), f("y", "float64", False),
+      fields=[f("x", "double", False), f("y", "double", False),
               f("wkb", "bytes"), f("srid", "int32")]),
     f("span", "int64", True, "io.debezium.time.MicroDuration", 1),
 ], ["id"])
@@ -285,7 +288,7 @@ bench = Table("postgresql", "shop", "shop", "public", "orders", [
     f("created_at", "int64", False, "io.debezium.time.MicroTimestamp", 1),
     f("updated_at", "string", True, "io.debezium.time.ZonedTimestamp", 1),
     f("ship_date", "int32", True, "io.debezium.time.Date", 1),
-    f("note", "string"), f("quantity", "int32"), f("weight", "float64"),
+    f("note", "string"), f("quantity", "int32"), f("weight", "double"),
     f("gift", "boolean"), f("coupon", "string"), f("address", "string"),
     f("city", "string"), f("zip", "string"), f("country", "string"),
     f("meta", "string", True, "io.debezium.data.Json", 1),
@@ -364,7 +367,7 @@ ss_types = Table("sqlserver", "server1", "testDB", "dbo", "all_types", [
     dec("cash", 4, 19),
     f("guid", "string"),
     f("active", "boolean"),
-    f("ratio", "float64"),
+    f("ratio", "double"),
     f("cd", "int32", True, "org.apache.kafka.connect.data.Date", 1),
     f("ct", "int64", True, "org.apache.kafka.connect.data.Timestamp", 1),
 ], ["id"])
