@@ -3,6 +3,7 @@
 //! `scripts/test-env.sh up`, and fail (not skip) with a hint when it is not there.
 
 mod backfill;
+mod captured;
 mod cli;
 mod commit;
 mod commit_format;

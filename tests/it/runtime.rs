@@ -249,14 +249,28 @@ impl Target {
         table: &str,
         columns: &str,
     ) -> Option<Value> {
+        self.rows_by(root, namespace, table, columns, "id")
+    }
+
+    /// As [`rows`](Self::rows), ordered by `order_by`.
+    pub(crate) fn rows_by(
+        &self,
+        root: &std::path::Path,
+        namespace: &str,
+        table: &str,
+        columns: &str,
+        order_by: &str,
+    ) -> Option<Value> {
         let location = self.metadata_location(root, namespace, table)?;
         let (key, secret) = self.credentials();
         let endpoint = match self {
-            Target::Local => return Some(duckdb_rows(&location, &[], columns)),
+            Target::Local => return Some(duckdb_rows(&location, &[], columns, order_by)),
             Target::Rest { .. } => support::weed_s3(),
             Target::S3Tables { endpoint, .. } => endpoint.clone(),
         };
-        Some(s3_rows(&location, &endpoint, &key, &secret, columns))
+        Some(s3_rows(
+            &location, &endpoint, &key, &secret, columns, order_by,
+        ))
     }
 
     fn toml(&self, root: &std::path::Path) -> String {
@@ -604,10 +618,11 @@ fn a_killed_process_restarts_without_losing_or_repeating_changes() {
 
 /// One `#[test]` per destination for a scenario `fn scenario(target: Target)`, named
 /// `runtime::<scenario>::{local, s3tables, rest}`.
+#[macro_export]
 macro_rules! on_targets {
     ($scenario:ident) => {
         mod $scenario {
-            use super::{Target, block_on};
+            use $crate::runtime::{Target, block_on};
 
             #[test]
             fn local() {
@@ -878,15 +893,22 @@ fn streams_into_a_rest_catalog_with_sigv4() {
 
 /// The `columns` of the table whose metadata is at `location`, ordered by id, as DuckDB reads
 /// them; `s3` are the reader's S3 arguments, if the table is on S3.
-fn duckdb_rows(location: &str, s3: &[&str], columns: &str) -> Value {
+fn duckdb_rows(location: &str, s3: &[&str], columns: &str, order_by: &str) -> Value {
     let mut args = vec!["duckdb", "--metadata", location];
     args.extend_from_slice(s3);
-    args.extend(["--order-by", "id", "--columns", columns]);
+    args.extend(["--order-by", order_by, "--columns", columns]);
     support::iceberg_read(&args)["rows"].clone()
 }
 
 /// The `columns` of the table whose metadata is at `location` on S3, as DuckDB reads them.
-fn s3_rows(location: &str, endpoint: &str, key: &str, secret: &str, columns: &str) -> Value {
+fn s3_rows(
+    location: &str,
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+    columns: &str,
+    order_by: &str,
+) -> Value {
     let endpoint = endpoint.trim_start_matches("http://");
     duckdb_rows(
         location,
@@ -899,6 +921,7 @@ fn s3_rows(location: &str, endpoint: &str, key: &str, secret: &str, columns: &st
             secret,
         ],
         columns,
+        order_by,
     )
 }
 
