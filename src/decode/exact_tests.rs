@@ -5,25 +5,13 @@
 //! then compared bit for bit with the value the source held. Run with `PROPTEST_CASES` to draw
 //! more; a failure prints the case and its seed for replay.
 
-use std::path::Path;
-
 use ::arrow::array::{Array, AsArray};
 use ::arrow::datatypes::{Decimal128Type, Float32Type, Float64Type, Int64Type};
 use base64::Engine as _;
 use proptest::prelude::*;
 
+use super::tests::decoder;
 use super::*;
-use crate::config;
-
-fn decoder() -> Decoder {
-    let c = config::load_str(
-        "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[catalog]\ntype = \"local\"\n",
-        Path::new("test.toml"),
-        std::iter::empty(),
-    )
-    .expect("valid test config");
-    Decoder::new(&c.decode, &c.tables)
-}
 
 /// A one-column row with the JsonConverter's schema envelope: `column` is the schema of the
 /// `v` field, `value` its JSON text.
@@ -40,7 +28,7 @@ fn schemaless_json(value: &str) -> String {
 
 /// Decodes one record, builds its batch, stages it as Parquet and reads the `v` column back.
 fn through_parquet(value_json: &str) -> Result<::arrow::array::ArrayRef, String> {
-    let mut d = decoder();
+    let mut d = decoder("");
     let rec = KafkaRecord {
         topic: "t",
         partition: 0,
@@ -110,16 +98,23 @@ fn sci_parts(text: &str) -> (bool, String, i32) {
     )
 }
 
-/// The forms a converter may write a double in: Java's shortest layout, 17 significant digits
-/// (older JDKs print more digits than needed), Rust's plain shortest text, and NaN/infinities
-/// as quoted strings (Jackson's default).
-fn double_texts(v: f64) -> Vec<String> {
-    if v.is_nan() {
+/// The forms a converter may write a float in: Java's shortest layout, the longest digits
+/// that still name one value (older JDKs print more digits than needed), Rust's plain
+/// shortest text, and NaN/infinities as quoted strings (Jackson's default). `shortest` and
+/// `longest` are the value in Rust's `{:e}` layout.
+fn converter_texts(
+    nan: bool,
+    infinite: Option<bool>,
+    shortest: &str,
+    longest: &str,
+    plain: String,
+) -> Vec<String> {
+    if nan {
         return vec!["\"NaN\"".into()];
     }
-    if v.is_infinite() {
+    if let Some(positive) = infinite {
         return vec![
-            if v > 0.0 {
+            if positive {
                 "\"Infinity\""
             } else {
                 "\"-Infinity\""
@@ -127,36 +122,35 @@ fn double_texts(v: f64) -> Vec<String> {
             .into(),
         ];
     }
-    let (neg, digits, exp) = sci_parts(&format!("{v:e}"));
-    let (neg17, digits17, exp17) = sci_parts(&format!("{v:.16e}"));
+    let (neg, digits, exp) = sci_parts(shortest);
+    let (neg_l, digits_l, exp_l) = sci_parts(longest);
     vec![
         java_layout(neg, &digits, exp),
-        java_layout(neg17, &digits17, exp17),
-        format!("{v:?}"),
+        java_layout(neg_l, &digits_l, exp_l),
+        plain,
     ]
 }
 
-fn float_texts(v: f32) -> Vec<String> {
-    if v.is_nan() {
-        return vec!["\"NaN\"".into()];
-    }
-    if v.is_infinite() {
-        return vec![
-            if v > 0.0 {
-                "\"Infinity\""
-            } else {
-                "\"-Infinity\""
-            }
-            .into(),
-        ];
-    }
-    let (neg, digits, exp) = sci_parts(&format!("{v:e}"));
-    let (neg9, digits9, exp9) = sci_parts(&format!("{v:.8e}"));
-    vec![
-        java_layout(neg, &digits, exp),
-        java_layout(neg9, &digits9, exp9),
+fn double_texts(v: f64) -> Vec<String> {
+    let infinite = v.is_infinite().then_some(v > 0.0);
+    converter_texts(
+        v.is_nan(),
+        infinite,
+        &format!("{v:e}"),
+        &format!("{v:.16e}"),
         format!("{v:?}"),
-    ]
+    )
+}
+
+fn float_texts(v: f32) -> Vec<String> {
+    let infinite = v.is_infinite().then_some(v > 0.0);
+    converter_texts(
+        v.is_nan(),
+        infinite,
+        &format!("{v:e}"),
+        &format!("{v:.8e}"),
+        format!("{v:?}"),
+    )
 }
 
 fn same_f64(a: f64, b: f64) -> bool {

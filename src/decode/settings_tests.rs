@@ -6,20 +6,9 @@ use std::path::Path;
 
 use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
 
+use super::tests::decoder;
 use super::*;
 use crate::config;
-
-fn decoder(extra: &str) -> Decoder {
-    let c = config::load_str(
-        &format!(
-            "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[catalog]\ntype = \"local\"\n{extra}"
-        ),
-        Path::new("test.toml"),
-        std::iter::empty(),
-    )
-    .expect("valid test config");
-    Decoder::new(&c.decode, &c.tables)
-}
 
 /// An update of row 1 with the JsonConverter's envelope: `column` is the schema of field `v`.
 fn update(column: &str, value: &str) -> String {

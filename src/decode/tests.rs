@@ -21,7 +21,7 @@ use super::arrow::{OFFSET_COLUMN, OP_COLUMN, SOURCE_TS_COLUMN, TOPIC_COLUMN, UNC
 use super::*;
 use crate::config::{self, Config, ErrorsConfig, TableName};
 
-fn config(extra: &str) -> Config {
+pub(super) fn config(extra: &str) -> Config {
     config::load_str(
         &format!(
             "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[catalog]\ntype = \"local\"\n{extra}"
@@ -32,7 +32,7 @@ fn config(extra: &str) -> Config {
     .expect("valid test config")
 }
 
-fn decoder(extra: &str) -> Decoder {
+pub(super) fn decoder(extra: &str) -> Decoder {
     let c = config(extra);
     Decoder::new(&c.decode, &c.tables)
 }

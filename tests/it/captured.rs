@@ -5,13 +5,11 @@
 //! temporal types, bits, blobs, geometry). Floating-point cells are compared bit for bit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::runtime::{Setup, Target};
-use crate::support;
+use crate::runtime::{Setup, Target, produce_with};
 
 fn captured(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,19 +27,7 @@ fn manifest_entry(file: &str) -> Value {
 }
 
 fn produce_captured(brokers: &str, topic: &str, file: &str) {
-    let out = Command::new(support::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fixtures/produce_captured.py"
-        ))
-        .args(["--brokers", brokers, "--topic", topic, "--file", file])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_with("produce_captured.py", brokers, topic, &["--file", file]);
 }
 
 /// The source table after every record of the file: the manifest's rows by primary key.

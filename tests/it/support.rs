@@ -97,18 +97,24 @@ pub fn unique(prefix: &str) -> String {
 
 /// Runs `tests/support/iceberg_read.py` (DuckDB / pyiceberg) and parses its JSON output.
 pub fn iceberg_read(args: &[&str]) -> serde_json::Value {
+    try_iceberg_read(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`iceberg_read`], with the reader's error returned.
+pub fn try_iceberg_read(args: &[&str]) -> Result<serde_json::Value, String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/iceberg_read.py");
     let out = Command::new(python())
         .arg(&script)
         .args(args)
         .output()
         .expect("run iceberg_read.py");
-    assert!(
-        out.status.success(),
-        "iceberg_read.py {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("iceberg_read.py prints JSON")
+    if !out.status.success() {
+        return Err(format!(
+            "iceberg_read.py {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(serde_json::from_slice(&out.stdout).expect("iceberg_read.py prints JSON"))
 }
 
 /// AWS SDK settings with fixed credentials (moto accepts any; SeaweedFS checks them).
