@@ -516,3 +516,16 @@ fn cooperative_rebalancing_is_refused() {
     ))
     .unwrap();
 }
+
+#[test]
+fn the_incremental_consumer_group_protocol_is_refused() {
+    let e = err(&format!(
+        "{MINIMAL}\n[kafka.properties]\n\"group.protocol\" = \"consumer\"\n"
+    ));
+    assert!(e.contains("kafka.properties.\"group.protocol\""), "{e}");
+    assert!(e.contains("KIP-848"), "{e}");
+    load(&format!(
+        "{MINIMAL}\n[kafka.properties]\n\"group.protocol\" = \"classic\"\n"
+    ))
+    .unwrap();
+}

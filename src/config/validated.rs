@@ -514,6 +514,17 @@ fn validate_kafka(raw: RawKafka) -> Result<KafkaConfig, ConfigError> {
                  or roundrobin",
             ));
         }
+        // KIP-848's consumer protocol assigns incrementally whatever the assignor: a revoke
+        // takes some partitions while the others read on, which the eager model above
+        // does not allow for.
+        if key == "group.protocol" && !value.trim().eq_ignore_ascii_case("classic") {
+            return Err(ConfigError::invalid(
+                format!("kafka.properties.\"{key}\""),
+                "the consumer group protocol (KIP-848) rebalances incrementally, which Floe does \
+                 not support: it drops uncommitted work on every revoke and relies on the \
+                 classic eager protocol to re-read it; use \"classic\" (the default)",
+            ));
+        }
         properties.insert(key, value);
     }
     Ok(KafkaConfig {

@@ -223,6 +223,12 @@ impl Decoder {
             })
         };
         let text = std::str::from_utf8(value).map_err(|e| malformed(e.to_string()))?;
+        if text.trim() == "null" {
+            // The JsonConverter's rendering of a null value without a schema: what
+            // ExtractNewRecordState's default delete handling (a null value with the row's
+            // schema) becomes with schemas.enable=false.
+            return self.tombstone(rec, table, position);
+        }
         let top = RawObject::parse(text).map_err(|e| malformed(e.to_string()))?;
         let (schema, payload, object) = match top.envelope() {
             Some((schema, payload)) => {

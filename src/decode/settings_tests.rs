@@ -267,3 +267,19 @@ fn a_struct_that_gains_a_field_keeps_its_ids_and_adds_one() {
         Datum::Struct(vec![Datum::String("Lima".into()), Datum::Int(15001)])
     );
 }
+
+#[test]
+fn a_null_value_with_or_without_its_schema_is_a_tombstone() {
+    // ExtractNewRecordState's default delete (delete.tombstone.handling.mode=tombstone) keeps
+    // the row's schema with a null value: {"schema":...,"payload":null}, or the text `null`
+    // without the envelope. Either deletes the record key's row.
+    for value in [
+        r#"{"schema":{"type":"struct","fields":[{"type":"int32","optional":false,"field":"id"}],"optional":true},"payload":null}"#,
+        "null",
+    ] {
+        let mut d = decoder("[decode]\nformat = \"flattened\"\n");
+        let change = decode_on(&mut d, "t", value).unwrap();
+        assert_eq!(change.op, Op::Delete, "{value}");
+        assert_eq!(change.key, [Datum::Long(1)], "{value}");
+    }
+}

@@ -694,7 +694,8 @@ fn two_processes_in_one_group_share_the_partitions_and_hand_over(target: Target)
     }
 }
 
-/// A tiny deterministic generator, seeded from the clock and printed, for kill timing.
+/// A tiny deterministic generator for kill timing, seeded by `support::seed` (printed, and
+/// replayable with `FLOE_TEST_SEED`).
 struct Lcg(u64);
 
 impl Lcg {
@@ -725,12 +726,7 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
         "enabled = false",
         target,
     );
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill timing seed {seed}");
-    let mut rng = Lcg(seed);
+    let mut rng = Lcg(support::seed());
     produce(&s.brokers, &s.topic, 300, 3, None);
     let mut kills = 0;
     for round in 1..=rounds {
@@ -762,19 +758,21 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
             }
             None => {
                 std::thread::sleep(Duration::from_millis(200 + rng.next(1500)));
-                signal(&crashing, "-KILL");
-                let _ = wait_exit(&mut crashing, Duration::from_secs(10));
+                sigkill(&mut crashing, &s.log(&tag));
+                kills += 1;
             }
         }
-        kills += 1;
+        if fault.is_some() {
+            // The abort was checked above: a failed exit with "aborting at" in its log.
+            kills += 1;
+        }
         await_eviction();
         // The next process must bring the table to exactly this round's state; then it dies too.
         let tag = format!("r{round}-recover");
         let mut recovering = s.start(&tag);
         s.wait_for(&model(300, Some(round)), &mut recovering, &tag);
         std::thread::sleep(Duration::from_millis(rng.next(700)));
-        signal(&recovering, "-KILL");
-        let _ = wait_exit(&mut recovering, Duration::from_secs(10));
+        sigkill(&mut recovering, &s.log(&tag));
         kills += 1;
         await_eviction();
         assert_eq!(
@@ -789,6 +787,18 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
     assert_eq!(s.rows().unwrap(), model(300, Some(rounds)));
     s.assert_offsets_at_end(3);
     assert_eq!(kills, 2 * rounds);
+}
+
+/// SIGKILLs a process that must still be running, and checks that it died of it.
+fn sigkill(child: &mut Child, log: &str) {
+    use std::os::unix::process::ExitStatusExt as _;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the process exited before its kill:\n{log}"
+    );
+    signal(child, "-KILL");
+    let status = wait_exit(child, Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(9), "not killed by SIGKILL: {status}");
 }
 
 #[test]
@@ -989,7 +999,19 @@ on_targets!(a_random_stream_over_two_tables_with_toast_and_a_schema_change_ends_
 /// tombstones, TOAST placeholders, one added column) through `floe run` into `target`: both
 /// tables must end exactly at the model.
 fn a_random_stream_over_two_tables_with_toast_and_a_schema_change_ends_exact(target: Target) {
+    random_stream_ends_exact(target, &[]);
+}
+
+on_targets!(a_random_stream_that_debezium_partly_sends_again_ends_exact);
+/// The same, with a fifth of what was sent so far sent again two thirds in (a connector
+/// restart): re-sent inserts, updates and deletes must leave one row per key.
+fn a_random_stream_that_debezium_partly_sends_again_ends_exact(target: Target) {
+    random_stream_ends_exact(target, &["--redeliver", "0.2"]);
+}
+
+fn random_stream_ends_exact(target: Target, extra: &[&str]) {
     let brokers = support::kafka_brokers();
+    let seed = support::seed();
     let mut dir = tempfile::tempdir().unwrap();
     // Kept when the test fails, with floe's log: removed at the end of a passing run.
     dir.disable_cleanup(true);
@@ -997,23 +1019,41 @@ fn a_random_stream_over_two_tables_with_toast_and_a_schema_change_ends_exact(tar
     eprintln!("floe's config and log: {}", root.display());
     let topics = [support::unique("rand_a"), support::unique("rand_b")];
     let model_path = root.join("model.json");
-    let out = Command::new(support::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/fixtures/random_stream.py"
-        ))
-        .args(["--brokers", &brokers, "--topics", &topics.join(",")])
-        .args(["--events", "10000", "--partitions", "3", "--seed", "11"])
-        .arg("--model")
-        .arg(&model_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let model: Value = serde_json::from_slice(&std::fs::read(&model_path).unwrap()).unwrap();
+    let redelivering = !extra.is_empty();
+    // Produces (a phase of) the stream; returns the model of the tables after it.
+    let stream = |phase: &str| -> Value {
+        let out = Command::new(support::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/fixtures/random_stream.py"
+            ))
+            .args(["--brokers", &brokers, "--topics", &topics.join(",")])
+            .args([
+                "--events",
+                "10000",
+                "--partitions",
+                "3",
+                "--seed",
+                &seed.to_string(),
+            ])
+            .args(extra)
+            .args(["--phase", phase])
+            .arg("--model")
+            .arg(&model_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "random_stream.py --phase {phase}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&std::fs::read(&model_path).unwrap()).unwrap()
+    };
+    let mut model = stream(if redelivering { "first" } else { "all" });
 
     // No routes: each topic goes to <namespace>.<topic>.
     let namespace = target.namespace();
@@ -1059,21 +1099,34 @@ enabled = false
             .ok()
             .flatten()
     };
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(120);
-    let mut done = false;
-    while Instant::now() < deadline && !done {
+    let wait_for = |model: &Value, floe: &mut Child| {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        let mut done = false;
+        while Instant::now() < deadline && !done {
+            assert!(
+                floe.try_wait().unwrap().is_none(),
+                "floe exited:\n{}",
+                log()
+            );
+            done = topics.iter().all(|t| poll(t).as_ref() == Some(&model[t]));
+            if !done {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        eprintln!("tables matched: {done}, after {:?}", started.elapsed());
+        done
+    };
+    if redelivering {
+        // The tables hold the first part (committed) before the connector sends it again.
         assert!(
-            floe.try_wait().unwrap().is_none(),
-            "floe exited:\n{}",
+            wait_for(&model, &mut floe),
+            "the tables never matched the stream's first part:\n{}",
             log()
         );
-        done = topics.iter().all(|t| poll(t).as_ref() == Some(&model[t]));
-        if !done {
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        model = stream("rest");
     }
-    eprintln!("tables matched: {done}, after {:?}", started.elapsed());
+    let done = wait_for(&model, &mut floe);
     signal(&floe, "-TERM");
     assert!(
         wait_exit(&mut floe, Duration::from_secs(30)).success(),

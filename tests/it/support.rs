@@ -95,6 +95,23 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The seed of a randomised test: `FLOE_TEST_SEED` when set (to replay a failure), else a new
+/// one. Printed either way, so a failing run says how to replay it.
+pub fn seed() -> u64 {
+    let seed = match std::env::var("FLOE_TEST_SEED") {
+        Ok(s) => s.parse().expect("FLOE_TEST_SEED is a number"),
+        Err(_) => {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+                ^ u64::from(std::process::id())
+        }
+    };
+    eprintln!("seed {seed} (replay with FLOE_TEST_SEED={seed})");
+    seed
+}
+
 /// Runs `tests/support/iceberg_read.py` (DuckDB / pyiceberg) and parses its JSON output.
 pub fn iceberg_read(args: &[&str]) -> serde_json::Value {
     try_iceberg_read(args).unwrap_or_else(|e| panic!("{e}"))
