@@ -142,13 +142,16 @@ fn wait_for_source(
         if let Some(status) = floe.try_wait().unwrap() {
             panic!("floe exited early ({status}):\n{}", s.log("a"));
         }
-        let got = s.target.rows_by(
-            &s.root,
-            s.target.namespace(),
-            table,
-            &columns.join(","),
-            key,
-        );
+        let got = s
+            .target
+            .try_rows(
+                &s.root,
+                s.target.namespace(),
+                table,
+                &columns.join(","),
+                key,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut diffs = Vec::new();
         match got.as_ref().and_then(Value::as_array) {
             None => diffs.push(format!("{table} does not exist yet")),

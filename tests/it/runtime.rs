@@ -255,24 +255,12 @@ impl Target {
         table: &str,
         columns: &str,
     ) -> Option<Value> {
-        self.rows_by(root, namespace, table, columns, "id")
-    }
-
-    /// As [`rows`](Self::rows), ordered by `order_by`.
-    pub(crate) fn rows_by(
-        &self,
-        root: &std::path::Path,
-        namespace: &str,
-        table: &str,
-        columns: &str,
-        order_by: &str,
-    ) -> Option<Value> {
-        self.try_rows(root, namespace, table, columns, order_by)
+        self.try_rows(root, namespace, table, columns, "id")
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// As [`rows_by`](Self::rows_by), with DuckDB's error returned: while a table is being
-    /// written, a poll may read a snapshot from before a column was added.
+    /// As [`rows`](Self::rows), ordered by `order_by`, with DuckDB's error returned: while a
+    /// table is being written, a poll may read a snapshot from before a column was added.
     pub(crate) fn try_rows(
         &self,
         root: &std::path::Path,
