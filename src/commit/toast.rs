@@ -109,6 +109,10 @@ pub async fn resolve(
         .collect();
     let mut source: HashMap<(usize, usize), Origin> = HashMap::new();
     let mut from_table: Vec<(usize, usize)> = Vec::new();
+    // Cells whose previous image in the window was itself unchanged and waits for the table:
+    // (cell, the earlier cell it takes its value from), in window order.
+    let mut follows: Vec<((usize, usize), (usize, usize))> = Vec::new();
+    let mut waiting: std::collections::HashSet<(usize, usize)> = Default::default();
     let mut last_image: HashMap<OwnedRow, usize> = HashMap::new();
     for (row, op) in ops.iter().enumerate() {
         let key = keys.row(row).owned();
@@ -117,6 +121,10 @@ pub async fn resolve(
                 continue;
             };
             match last_image.get(&key) {
+                Some(&previous) if waiting.contains(&(previous, col)) => {
+                    follows.push(((row, col), (previous, col)));
+                    waiting.insert((row, col));
+                }
                 Some(&previous) => {
                     let origin = source
                         .get(&(previous, col))
@@ -124,7 +132,10 @@ pub async fn resolve(
                         .unwrap_or((0, previous));
                     source.insert((row, col), origin);
                 }
-                None => from_table.push((row, col)),
+                None => {
+                    from_table.push((row, col));
+                    waiting.insert((row, col));
+                }
             }
         }
         if *op == ChangeOp::Delete {
@@ -174,6 +185,16 @@ pub async fn resolve(
                 }
                 None => unresolved += 1,
             }
+        }
+    }
+    // A later unchanged cell of the same key takes what its earlier one got (in order, so
+    // chains resolve); where that had nothing, neither has this one.
+    for (cell, earlier) in follows {
+        match source.get(&earlier).copied() {
+            Some(origin) => {
+                source.insert(cell, origin);
+            }
+            None => unresolved += 1,
         }
     }
 

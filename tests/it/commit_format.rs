@@ -179,11 +179,17 @@ async fn unchanged_toasted_columns_keep_their_values() {
         )
         .await
         .unwrap();
-    // And once more from the table, which now holds equality deletes for 1 and 2.
+    // And once more from the table, which now holds equality deletes for 1 and 2; key 3 is
+    // updated twice in the window (two staged deltas), unchanged both times: the second takes
+    // what the first took from the table.
     engine
         .commit(
             &spec,
-            toast_changes(&[("u", 2, "b4", None), ("u", 3, "c2", None)]),
+            toast_changes(&[
+                ("u", 2, "b4", None),
+                ("u", 3, "c1", None),
+                ("u", 3, "c2", None),
+            ]),
         )
         .await
         .unwrap();
