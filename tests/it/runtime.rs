@@ -1107,11 +1107,13 @@ enabled = false
     };
     if redelivering {
         // The tables hold the first part (committed) before the connector sends it again.
-        assert!(
-            wait_for(&model, &mut floe),
-            "the tables never matched the stream's first part:\n{}",
-            log()
-        );
+        if !wait_for(&model, &mut floe) {
+            let _ = floe.kill();
+            panic!(
+                "the tables never matched the stream's first part:\n{}",
+                log()
+            );
+        }
         model = stream("rest");
     }
     let done = wait_for(&model, &mut floe);
