@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, LargeListArray, ListArray, MapArray, RecordBatch, StructArray,
-    new_null_array,
+    Array, ArrayRef, AsArray, ListArray, MapArray, RecordBatch, StructArray, new_null_array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef as ArrowSchemaRef};
@@ -341,16 +340,6 @@ fn conform(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, ArrowError> 
             let l = array.as_list::<i32>();
             let values = conform(l.values(), element.data_type())?;
             Ok(Arc::new(ListArray::try_new(
-                element.clone(),
-                l.offsets().clone(),
-                values,
-                l.nulls().cloned(),
-            )?))
-        }
-        (DataType::LargeList(_), DataType::LargeList(element)) => {
-            let l = array.as_list::<i64>();
-            let values = conform(l.values(), element.data_type())?;
-            Ok(Arc::new(LargeListArray::try_new(
                 element.clone(),
                 l.offsets().clone(),
                 values,

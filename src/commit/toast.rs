@@ -5,7 +5,7 @@
 //! filtered by key). The placeholder is never written, and neither is a null in its place
 //! where the table has a value.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, ArrayRef, Int32Array, ListArray, RecordBatch};
 use arrow::compute::{concat_batches, interleave};
@@ -112,7 +112,7 @@ pub async fn resolve(
     // Cells whose previous image in the window was itself unchanged and waits for the table:
     // (cell, the earlier cell it takes its value from), in window order.
     let mut follows: Vec<((usize, usize), (usize, usize))> = Vec::new();
-    let mut waiting: std::collections::HashSet<(usize, usize)> = Default::default();
+    let mut waiting: HashSet<(usize, usize)> = HashSet::new();
     let mut last_image: HashMap<OwnedRow, usize> = HashMap::new();
     for (row, op) in ops.iter().enumerate() {
         let key = keys.row(row).owned();

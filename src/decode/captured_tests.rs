@@ -12,6 +12,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::logical::scaled_text;
+use super::tests::record;
 use super::*;
 use crate::config;
 
@@ -131,15 +132,7 @@ fn every_captured_record_decodes_to_the_source_rows_values() {
             entry.file
         );
         for (offset, ((key, value), want)) in records.iter().zip(&entry.expected).enumerate() {
-            let rec = KafkaRecord {
-                topic: &topic,
-                partition: 0,
-                offset: offset as i64,
-                timestamp: None,
-                key: key.as_deref().map(str::as_bytes),
-                value: value.as_deref().map(str::as_bytes),
-                headers: Vec::new(),
-            };
+            let rec = record(&topic, offset as i64, key.as_deref(), value.as_deref());
             let at = format!("{} record {offset}", entry.file);
             let change = match decoder.decode(&rec) {
                 Ok(Decoded::Change(c)) => c,

@@ -10,15 +10,13 @@ use ::arrow::datatypes::{Decimal128Type, Float32Type, Float64Type, Int64Type};
 use base64::Engine as _;
 use proptest::prelude::*;
 
-use super::tests::decoder;
+use super::tests::{decode_one, decoder, single_column_event};
 use super::*;
 
 /// A one-column row with the JsonConverter's schema envelope: `column` is the schema of the
 /// `v` field, `value` its JSON text.
 fn record_json(column: &str, value: &str) -> String {
-    format!(
-        r#"{{"schema":{{"type":"struct","fields":[{{"type":"struct","fields":[{{"type":"int32","optional":false,"field":"id"}},{column}],"optional":true,"field":"after"}},{{"type":"string","optional":false,"field":"op"}}],"optional":false}},"payload":{{"after":{{"id":1,"v":{value}}},"op":"c"}}}}"#
-    )
+    single_column_event("c", column, value)
 }
 
 /// The same row without the schema (`schemas.enable=false`).
@@ -29,18 +27,7 @@ fn schemaless_json(value: &str) -> String {
 /// Decodes one record, builds its batch, stages it as Parquet and reads the `v` column back.
 fn through_parquet(value_json: &str) -> Result<::arrow::array::ArrayRef, String> {
     let mut d = decoder("");
-    let rec = KafkaRecord {
-        topic: "t",
-        partition: 0,
-        offset: 0,
-        timestamp: None,
-        key: Some(br#"{"id":1}"#),
-        value: Some(value_json.as_bytes()),
-        headers: Vec::new(),
-    };
-    let Decoded::Change(change) = d.decode(&rec).map_err(|e| e.to_string())? else {
-        return Err("not a change".into());
-    };
+    let change = decode_one(&mut d, "t", value_json).map_err(|e| e.to_string())?;
     let parts = to_batches(std::slice::from_ref(&change)).map_err(|e| e.to_string())?;
     let [BatchPart::Rows(rows)] = parts.as_slice() else {
         return Err("expected one batch".into());

@@ -6,6 +6,8 @@
 //! error, never a silent conversion. Null values teach nothing (the column appears with its
 //! first non-null value). This runs only when a record does not fit the columns known so far.
 
+use std::sync::LazyLock;
+
 use serde::de::DeserializeSeed;
 use serde_json::Value;
 
@@ -108,9 +110,10 @@ fn merge_value(field: &mut Field, value: &Value, path: &str) -> Result<bool, (St
 
 /// Whether the column reads this value as it is, else why not.
 fn fits(field: &Field, value: &Value) -> Result<(), String> {
-    // Only top-level values can be the placeholder, and this reads none.
-    let placeholder = Placeholder::default();
-    let ctx = Ctx::new(false, &placeholder);
+    // Only top-level values can be the placeholder, and this reads none: any placeholder
+    // does, and one made once spares an MD5 and a base64 per value.
+    static UNUSED: LazyLock<Placeholder> = LazyLock::new(Placeholder::default);
+    let ctx = Ctx::new(false, &UNUSED);
     DatumSeed {
         field,
         ctx: &ctx,

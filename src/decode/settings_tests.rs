@@ -6,35 +6,17 @@ use std::path::Path;
 
 use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
 
-use super::tests::decoder;
+use super::tests::{decode_one, decoder, single_column_event};
 use super::*;
 use crate::config;
 
-/// An update of row 1 with the JsonConverter's envelope: `column` is the schema of field `v`.
+/// An update of row 1: `column` is the schema of field `v`.
 fn update(column: &str, value: &str) -> String {
-    format!(
-        r#"{{"schema":{{"type":"struct","fields":[{{"type":"struct","fields":[{{"type":"int32","optional":false,"field":"id"}},{column}],"optional":true,"field":"after"}},{{"type":"string","optional":false,"field":"op"}}],"optional":false}},"payload":{{"after":{{"id":1,"v":{value}}},"op":"u"}}}}"#
-    )
-}
-
-fn decode_on(d: &mut Decoder, topic: &str, value: &str) -> Result<Change, DecodeError> {
-    let rec = KafkaRecord {
-        topic,
-        partition: 0,
-        offset: 0,
-        timestamp: None,
-        key: Some(br#"{"id":1}"#),
-        value: Some(value.as_bytes()),
-        headers: Vec::new(),
-    };
-    match d.decode(&rec)? {
-        Decoded::Change(c) => Ok(c),
-        other => panic!("not a change: {other:?}"),
-    }
+    single_column_event("u", column, value)
 }
 
 fn v(d: &mut Decoder, column: &str, value: &str) -> Datum {
-    let change = decode_on(d, "t", &update(column, value)).expect("decodes");
+    let change = decode_one(d, "t", &update(column, value)).expect("decodes");
     change.after.expect("an after image")[1].clone()
 }
 
@@ -115,9 +97,9 @@ fn a_custom_placeholder_is_configured_globally_or_per_table() {
         Datum::String(UNAVAILABLE_VALUE.into())
     );
     // Table cdc.u (topic "x.u") has a placeholder of its own.
-    let c = decode_on(&mut d, "x.u", &update(TEXT, "\"@@\"")).unwrap();
+    let c = decode_one(&mut d, "x.u", &update(TEXT, "\"@@\"")).unwrap();
     assert_eq!(c.after.unwrap()[1], Datum::Unchanged);
-    let c = decode_on(&mut d, "x.u", &update(TEXT, "\"~unset~\"")).unwrap();
+    let c = decode_one(&mut d, "x.u", &update(TEXT, "\"~unset~\"")).unwrap();
     assert_eq!(c.after.unwrap()[1], Datum::String("~unset~".into()));
 }
 
@@ -150,7 +132,7 @@ fn table_with_times() -> IcebergSchema {
 }
 
 fn schemaless(d: &mut Decoder, after: &str) -> Result<Change, DecodeError> {
-    decode_on(d, "t", &format!(r#"{{"after":{after},"op":"u"}}"#))
+    decode_one(d, "t", &format!(r#"{{"after":{after},"op":"u"}}"#))
 }
 
 #[test]
@@ -222,7 +204,7 @@ fn the_jsonconverter_type_names_are_read_and_others_refused() {
     );
     for name in ["float64", "float32", "decimal"] {
         let column = format!(r#"{{"type":"{name}","optional":true,"field":"v"}}"#);
-        let err = decode_on(&mut d, "t", &update(&column, "1")).unwrap_err();
+        let err = decode_one(&mut d, "t", &update(&column, "1")).unwrap_err();
         assert!(
             err.to_string()
                 .contains(&format!("unknown Connect type \"{name}\"")),
@@ -241,10 +223,10 @@ fn a_struct_that_gains_a_field_keeps_its_ids_and_adds_one() {
     };
     let city = r#"{"type":"string","optional":true,"field":"city"}"#;
     let zip = r#"{"type":"int32","optional":true,"field":"zip"}"#;
-    let first = decode_on(&mut d, "t", &update(&point(city), r#"{"city":"Oslo"}"#)).unwrap();
+    let first = decode_one(&mut d, "t", &update(&point(city), r#"{"city":"Oslo"}"#)).unwrap();
     let table = first.schema.to_iceberg_schema().unwrap();
     d.register_table(&first.table, &table).unwrap();
-    let second = decode_on(
+    let second = decode_one(
         &mut d,
         "t",
         &update(
@@ -278,7 +260,7 @@ fn a_null_value_with_or_without_its_schema_is_a_tombstone() {
         "null",
     ] {
         let mut d = decoder("[decode]\nformat = \"flattened\"\n");
-        let change = decode_on(&mut d, "t", value).unwrap();
+        let change = decode_one(&mut d, "t", value).unwrap();
         assert_eq!(change.op, Op::Delete, "{value}");
         assert_eq!(change.key, [Datum::Long(1)], "{value}");
     }

@@ -62,7 +62,7 @@ fn corpus(path: &str) -> Vec<(Option<String>, Option<String>)> {
         .collect()
 }
 
-fn record<'a>(
+pub(super) fn record<'a>(
     topic: &'a str,
     offset: i64,
     key: Option<&'a str>,
@@ -76,6 +76,22 @@ fn record<'a>(
         key: key.map(str::as_bytes),
         value: value.map(str::as_bytes),
         headers: Vec::new(),
+    }
+}
+
+/// One event of op `op` with the JsonConverter's envelope: key column `id` = 1 and one more
+/// column `v` with the Connect schema `column` and the JSON value `value`.
+pub(super) fn single_column_event(op: &str, column: &str, value: &str) -> String {
+    format!(
+        r#"{{"schema":{{"type":"struct","fields":[{{"type":"struct","fields":[{{"type":"int32","optional":false,"field":"id"}},{column}],"optional":true,"field":"after"}},{{"type":"string","optional":false,"field":"op"}}],"optional":false}},"payload":{{"after":{{"id":1,"v":{value}}},"op":"{op}"}}}}"#
+    )
+}
+
+/// Decodes the value `value` with the record key `{"id":1}` at `topic`/0@0; it must be a change.
+pub(super) fn decode_one(d: &mut Decoder, topic: &str, value: &str) -> Result<Change, DecodeError> {
+    match d.decode(&record(topic, 0, Some(r#"{"id":1}"#), Some(value)))? {
+        Decoded::Change(c) => Ok(c),
+        other => panic!("not a change: {other:?}"),
     }
 }
 

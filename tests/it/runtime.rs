@@ -52,21 +52,28 @@ pub(crate) fn produce_sample(brokers: &str, topic: &str, args: &[&str]) {
 
 /// `scripts/fixtures/<script> --brokers <brokers> --topic <topic> <args>`, which must succeed.
 pub(crate) fn produce_with(script: &str, brokers: &str, topic: &str, args: &[&str]) {
+    let mut all = vec!["--brokers", brokers, "--topic", topic];
+    all.extend_from_slice(args);
+    run_fixture(script, &all);
+}
+
+/// `scripts/fixtures/<script> <args>`, which must succeed; returns what it printed.
+pub(crate) fn run_fixture(script: &str, args: &[&str]) -> String {
     let out = Command::new(support::python())
         .arg(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("scripts/fixtures")
                 .join(script),
         )
-        .args(["--brokers", brokers, "--topic", topic])
         .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The consumers' session timeout: how long the broker waits before it gives a killed
@@ -1010,35 +1017,13 @@ fn random_stream_ends_exact(target: Target, extra: &[&str]) {
     let redelivering = !extra.is_empty();
     // Produces (a phase of) the stream; returns the model of the tables after it.
     let stream = |phase: &str| -> Value {
-        let out = Command::new(support::python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/fixtures/random_stream.py"
-            ))
-            .args(["--brokers", &brokers, "--topics", &topics.join(",")])
-            .args([
-                "--events",
-                "10000",
-                "--partitions",
-                "3",
-                "--seed",
-                &seed.to_string(),
-            ])
-            .args(extra)
-            .args(["--phase", phase])
-            .arg("--model")
-            .arg(&model_path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "random_stream.py --phase {phase}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let (topics, seed) = (topics.join(","), seed.to_string());
+        let mut args = vec!["--brokers", &brokers, "--topics", &topics];
+        args.extend(["--events", "10000", "--partitions", "3", "--seed", &seed]);
+        args.extend_from_slice(extra);
+        args.extend(["--phase", phase, "--model", model_path.to_str().unwrap()]);
+        let out = run_fixture("random_stream.py", &args);
+        eprintln!("random_stream.py --phase {phase}: {out}");
         serde_json::from_slice(&std::fs::read(&model_path).unwrap()).unwrap()
     };
     let mut model = stream(if redelivering { "first" } else { "all" });
