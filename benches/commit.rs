@@ -120,6 +120,7 @@ fn spec() -> TableSpec {
         primary_key: vec!["id".into()],
         properties: Default::default(),
         extras: Default::default(),
+        deletes: Default::default(),
     }
 }
 

@@ -1,11 +1,12 @@
 //! Writes a commit's Parquet files into the table's own storage with iceberg-rust's writers:
-//! data files for new row images, equality-delete files (primary-key columns only) for keys
-//! whose old rows must go.
+//! data files for new row images, and for old rows that must go either position-delete files
+//! (file and row of each, from the table's key index) or equality-delete files (primary-key
+//! columns only).
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use iceberg::spec::{DataFile, DataFileFormat, Schema, TableMetadata};
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use iceberg::spec::{DataContentType, DataFile, DataFileFormat, Schema, TableMetadata};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::base_writer::equality_delete_writer::{
     EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
@@ -19,6 +20,7 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::index::PositionDelete;
 use crate::catalog::LoadedTable;
 
 /// How files are written.
@@ -105,4 +107,90 @@ pub async fn write_equality_deletes(
     let mut writer = builder.build(None).await.map_err(|e| e.to_string())?;
     writer.write(rows).await.map_err(|e| e.to_string())?;
     writer.close().await.map_err(|e| e.to_string())
+}
+
+/// Writes position deletes (sorted by file and position) as position-delete files.
+pub async fn write_position_deletes(
+    table: &LoadedTable,
+    deletes: &[PositionDelete],
+    settings: FileSettings,
+    file_prefix: &str,
+) -> Result<Vec<DataFile>, String> {
+    use iceberg::metadata_columns::{
+        RESERVED_FIELD_ID_DELETE_FILE_PATH, RESERVED_FIELD_ID_DELETE_FILE_POS,
+    };
+    use iceberg::spec::{Datum, NestedField, PrimitiveType, Type};
+    use std::collections::HashMap;
+
+    if deletes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let schema = Schema::builder()
+        .with_fields([
+            Arc::new(NestedField::required(
+                RESERVED_FIELD_ID_DELETE_FILE_PATH,
+                "file_path",
+                Type::Primitive(PrimitiveType::String),
+            )),
+            Arc::new(NestedField::required(
+                RESERVED_FIELD_ID_DELETE_FILE_POS,
+                "pos",
+                Type::Primitive(PrimitiveType::Long),
+            )),
+        ])
+        .build()
+        .map_err(|e| e.to_string())?;
+    let arrow =
+        Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).map_err(|e| e.to_string())?);
+    let batch = RecordBatch::try_new(
+        arrow,
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                deletes.iter().map(|d| d.file_path.as_ref()),
+            )),
+            Arc::new(Int64Array::from_iter_values(deletes.iter().map(|d| d.pos))),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let mut writer = rolling(
+        table,
+        Arc::new(schema),
+        settings,
+        format!("{file_prefix}-pos-delete"),
+    )?
+    .build();
+    writer
+        .write(&None, &batch)
+        .await
+        .map_err(|e| e.to_string())?;
+    writer
+        .close()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|mut file| {
+            // Bounds on the path let readers skip the file for every other data file (it is
+            // file-scoped when both are the same path).
+            let (first, last) = (&deletes[0], &deletes[deletes.len() - 1]);
+            let (min_pos, max_pos) = deletes.iter().fold((i64::MAX, i64::MIN), |(lo, hi), d| {
+                (lo.min(d.pos), hi.max(d.pos))
+            });
+            file.content(DataContentType::PositionDeletes)
+                .lower_bounds(HashMap::from([
+                    (
+                        RESERVED_FIELD_ID_DELETE_FILE_PATH,
+                        Datum::string(&*first.file_path),
+                    ),
+                    (RESERVED_FIELD_ID_DELETE_FILE_POS, Datum::long(min_pos)),
+                ]))
+                .upper_bounds(HashMap::from([
+                    (
+                        RESERVED_FIELD_ID_DELETE_FILE_PATH,
+                        Datum::string(&*last.file_path),
+                    ),
+                    (RESERVED_FIELD_ID_DELETE_FILE_POS, Datum::long(max_pos)),
+                ]));
+            file.build().map_err(|e| e.to_string())
+        })
+        .collect()
 }

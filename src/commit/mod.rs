@@ -13,6 +13,7 @@
 
 pub mod extras;
 pub mod files;
+pub mod index;
 pub mod merge;
 pub mod offsets;
 pub mod positions;
@@ -24,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::Schema as ArrowSchema;
 use iceberg::spec::{MAIN_BRANCH, Schema};
@@ -33,7 +34,7 @@ use iceberg::{TableCreation, TableRequirement, TableUpdate};
 use crate::catalog::{
     CatalogError, LoadedTable, NameRegistry, TableCatalog, TableIdent, default_table_properties,
 };
-use crate::config::TableName;
+use crate::config::{DeleteMode, TableName};
 use crate::decode::KafkaPosition;
 pub use files::FileSettings;
 pub use merge::ChangeOp;
@@ -102,6 +103,9 @@ pub struct CommitSettings {
     /// First backoff; doubles per attempt up to [`CommitSettings::max_backoff`].
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// What the key indexes of all tables may hold in memory together; a table whose index
+    /// would not fit is written with equality deletes.
+    pub index_memory: u64,
 }
 
 impl CommitSettings {
@@ -112,6 +116,7 @@ impl CommitSettings {
             max_attempts: 10,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            index_memory: 2 << 30,
         }
     }
 }
@@ -126,6 +131,8 @@ pub struct TableSpec {
     pub properties: BTreeMap<String, String>,
     /// Soft deletes and metadata columns.
     pub extras: extras::Extras,
+    /// How old rows of changed keys are removed.
+    pub deletes: DeleteMode,
 }
 
 /// One commit window's changes for one table.
@@ -150,8 +157,11 @@ pub struct CommitOutcome {
     pub rows_written: u64,
     /// Bytes of the data and delete files written.
     pub bytes_written: u64,
+    /// Rows removed (position deletes) or keys deleted (equality deletes).
     pub keys_deleted: u64,
     pub ignored_deletes: usize,
+    /// Whether the old rows were found through the table's key index (position deletes).
+    pub indexed: bool,
     pub attempts: u32,
     pub created_table: bool,
     pub schema_changed: bool,
@@ -161,6 +171,16 @@ pub struct CommitEngine {
     catalog: Arc<dyn TableCatalog>,
     settings: CommitSettings,
     names: Mutex<NameRegistry>,
+    indexes: Mutex<HashMap<TableIdent, Arc<tokio::sync::Mutex<IndexSlot>>>>,
+    /// Bytes each table's index holds, against [`CommitSettings::index_memory`].
+    index_bytes: Mutex<HashMap<TableIdent, usize>>,
+}
+
+/// A table's key index, or why the table is written without one.
+#[derive(Debug, Default)]
+struct IndexSlot {
+    index: Option<index::KeyIndex>,
+    fallback: Option<String>,
 }
 
 impl CommitEngine {
@@ -169,6 +189,8 @@ impl CommitEngine {
             catalog,
             settings,
             names: Mutex::new(NameRegistry::default()),
+            indexes: Mutex::new(HashMap::new()),
+            index_bytes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -358,8 +380,17 @@ impl CommitEngine {
                     .get("total-records")
                     .is_some_and(|n| n == "0")
             });
-        let merged =
-            merge::merge(&combined, &ops, &key_columns, table_is_empty).map_err(&invalid)?;
+
+        // With the table's key index, only keys the table holds get a delete, by position;
+        // without it, every changed key gets an equality delete.
+        let slot = self.index_slot(&ident);
+        let mut slot = slot.lock().await;
+        if spec.deletes == DeleteMode::Position && !key_columns.is_empty() {
+            self.ensure_index(&mut slot, &base).await?;
+        }
+        let indexed = slot.index.is_some() && spec.deletes == DeleteMode::Position;
+        let merged = merge::merge(&combined, &ops, &key_columns, !indexed && table_is_empty)
+            .map_err(&invalid)?;
         if merged.ignored_deletes > 0 {
             tracing::warn!(
                 table = %ident,
@@ -373,46 +404,34 @@ impl CommitEngine {
             table: table.clone(),
             message,
         };
+        let keys_of = |batch: &Option<RecordBatch>| -> Vec<ArrayRef> {
+            batch.as_ref().map_or_else(Vec::new, |b| {
+                key_columns.iter().map(|i| b.column(*i).clone()).collect()
+            })
+        };
+        let removed_keys = keys_of(&merged.deletes);
+        let written_keys = keys_of(&merged.upserts);
         let rows_written = merged.upserts.as_ref().map_or(0, |b| b.num_rows() as u64);
-        let keys_deleted = merged.deletes.as_ref().map_or(0, |b| b.num_rows() as u64);
         let data_files = match merged.upserts {
             Some(batch) => files::write_data_files(&base, batch, self.settings.files, &commit_id)
                 .await
                 .map_err(files_error)?,
             None => Vec::new(),
         };
-        let delete_files = match merged.deletes {
-            Some(batch) => {
-                files::write_equality_deletes(&base, batch, self.settings.files, &commit_id)
-                    .await
-                    .map_err(|m| CommitError::Files {
-                        table: table.clone(),
-                        message: m,
-                    })?
-            }
-            None => Vec::new(),
-        };
+        let (mut delete_files, mut keys_deleted) = self
+            .delete_files(
+                &slot,
+                &base,
+                &merged.deletes,
+                &removed_keys,
+                truncating,
+                &format!("{commit_id}-0"),
+            )
+            .await
+            .map_err(files_error)?;
 
-        let bytes_written = data_files
-            .iter()
-            .chain(&delete_files)
-            .map(|f| f.file_size_in_bytes())
-            .sum();
-        let outcome = |snapshot_id: i64, attempts: u32| CommitOutcome {
-            table: ident.clone(),
-            snapshot_id,
-            data_files: data_files.len(),
-            delete_files: delete_files.len(),
-            rows_written,
-            bytes_written,
-            keys_deleted,
-            ignored_deletes: merged.ignored_deletes,
-            attempts,
-            created_table,
-            schema_changed,
-        };
         let mut attempt = 0;
-        loop {
+        let landed = loop {
             attempt += 1;
             let plan = snapshot::plan(
                 &base,
@@ -426,16 +445,13 @@ impl CommitEngine {
                 },
             )
             .await
-            .map_err(|m| CommitError::Files {
-                table: table.clone(),
-                message: m,
-            })?;
+            .map_err(files_error)?;
             let error = match self
                 .catalog
                 .commit(&base, plan.requirements, plan.updates)
                 .await
             {
-                Ok(_) => return Ok(outcome(plan.snapshot_id, attempt)),
+                Ok(_) => break plan.snapshot_id,
                 Err(e @ CatalogError::Conflict { .. })
                 | Err(e @ CatalogError::CommitStateUnknown { .. }) => e,
                 Err(e) if e.is_retryable() => e,
@@ -452,21 +468,185 @@ impl CommitEngine {
             tokio::time::sleep(self.backoff(attempt)).await;
             base = self.reload(&ident).await?;
             // A timeout or a 5xx may hide a commit that did land: never apply it twice.
-            let landed = find_commit(&base, &commit_id);
-            if landed.is_none() {
-                let now = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
-                    .map_err(&invalid)?;
-                if let Some((topic, partition)) = positions::moved(&held, &now, &changes.offsets) {
-                    return Err(CommitError::Superseded {
-                        table,
-                        topic,
-                        partition,
-                    });
+            if let Some(landed) = find_commit(&base, &commit_id) {
+                break landed;
+            }
+            let now = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
+                .map_err(&invalid)?;
+            if let Some((topic, partition)) = positions::moved(&held, &now, &changes.offsets) {
+                return Err(CommitError::Superseded {
+                    table,
+                    topic,
+                    partition,
+                });
+            }
+            // Another writer changed the table: the rows to remove are where the new base
+            // holds them.
+            if indexed {
+                self.ensure_index(&mut slot, &base).await?;
+                (delete_files, keys_deleted) = self
+                    .delete_files(
+                        &slot,
+                        &base,
+                        &merged.deletes,
+                        &removed_keys,
+                        truncating,
+                        &format!("{commit_id}-{attempt}"),
+                    )
+                    .await
+                    .map_err(files_error)?;
+            }
+        };
+
+        if indexed && let Some(index) = slot.index.as_mut() {
+            let written: Vec<(String, u64)> = data_files
+                .iter()
+                .map(|f| (f.file_path().to_string(), f.record_count()))
+                .collect();
+            if let Err(e) = index.apply(&removed_keys, &written_keys, &written, landed, truncating)
+            {
+                tracing::warn!(table = %ident, error = %e, "key index dropped; it is rebuilt from the table before the next commit");
+                slot.index = None;
+            }
+        }
+        if let Some(index) = &slot.index {
+            self.count_index(&ident, index.memory_bytes());
+        }
+        let bytes_written = data_files
+            .iter()
+            .chain(&delete_files)
+            .map(|f| f.file_size_in_bytes())
+            .sum();
+        Ok(CommitOutcome {
+            table: ident.clone(),
+            snapshot_id: landed,
+            data_files: data_files.len(),
+            delete_files: delete_files.len(),
+            rows_written,
+            bytes_written,
+            keys_deleted,
+            ignored_deletes: merged.ignored_deletes,
+            indexed,
+            attempts: attempt,
+            created_table,
+            schema_changed,
+        })
+    }
+
+    fn index_slot(&self, ident: &TableIdent) -> Arc<tokio::sync::Mutex<IndexSlot>> {
+        self.indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(ident.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn count_index(&self, ident: &TableIdent, bytes: usize) -> usize {
+        let mut all = self.index_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(ident.clone(), bytes);
+        all.values().sum()
+    }
+
+    /// Brings the table's key index to `base`: kept when it describes it, built from the
+    /// table's files otherwise. A table that cannot be indexed, or whose index does not fit
+    /// the memory budget, is written with equality deletes from then on.
+    async fn ensure_index(
+        &self,
+        slot: &mut IndexSlot,
+        base: &LoadedTable,
+    ) -> Result<(), CommitError> {
+        if slot.fallback.is_some() || slot.index.as_ref().is_some_and(|i| i.describes(base)) {
+            return Ok(());
+        }
+        slot.index = None;
+        let ident = &base.ident;
+        self.count_index(ident, 0);
+        let started = std::time::Instant::now();
+        match index::KeyIndex::build(base).await {
+            Ok(built) => {
+                let bytes = built.memory_bytes();
+                let total = self.count_index(ident, bytes);
+                if total as u64 > self.settings.index_memory {
+                    self.count_index(ident, 0);
+                    let reason = format!(
+                        "its key index ({} keys, {bytes} bytes) does not fit tables.index_memory \
+                         ({} bytes for all tables)",
+                        built.len(),
+                        self.settings.index_memory
+                    );
+                    tracing::warn!(table = %ident, reason, "writing equality deletes for this table");
+                    slot.fallback = Some(reason);
+                    return Ok(());
                 }
+                tracing::info!(
+                    table = %ident,
+                    keys = built.len(),
+                    bytes,
+                    millis = started.elapsed().as_millis() as u64,
+                    "built the key index"
+                );
+                if built.duplicated_keys() > 0 {
+                    tracing::warn!(
+                        table = %ident,
+                        keys = built.duplicated_keys(),
+                        "the table holds these keys more than once; each key's rows are all replaced at its next change"
+                    );
+                }
+                slot.index = Some(built);
+                Ok(())
             }
-            if let Some(landed) = landed {
-                return Ok(outcome(landed, attempt));
+            Err(index::IndexError::Unsupported(reason)) => {
+                tracing::warn!(table = %ident, reason, "the table cannot be indexed by key; writing equality deletes for it");
+                slot.fallback = Some(reason);
+                Ok(())
             }
+            Err(index::IndexError::Read(message)) => Err(CommitError::Files {
+                table: ident.to_string(),
+                message: format!("building the key index: {message}"),
+            }),
+        }
+    }
+
+    /// The delete files that remove the old rows of `deletes`' keys: position deletes from
+    /// the key index when the table has one, equality deletes otherwise. Returns them and the
+    /// number of rows (or keys) they remove.
+    async fn delete_files(
+        &self,
+        slot: &IndexSlot,
+        base: &LoadedTable,
+        deletes: &Option<RecordBatch>,
+        keys: &[ArrayRef],
+        truncating: bool,
+        file_prefix: &str,
+    ) -> Result<(Vec<iceberg::spec::DataFile>, u64), String> {
+        match (&slot.index, deletes) {
+            // A truncating commit replaces every file: nothing older to remove.
+            (Some(_), _) if truncating => Ok((Vec::new(), 0)),
+            (Some(index), Some(_)) => {
+                let positions = index.locate(keys)?;
+                let n = positions.len() as u64;
+                let files = files::write_position_deletes(
+                    base,
+                    &positions,
+                    self.settings.files,
+                    file_prefix,
+                )
+                .await?;
+                Ok((files, n))
+            }
+            (None, Some(batch)) => {
+                let n = batch.num_rows() as u64;
+                let files = files::write_equality_deletes(
+                    base,
+                    batch.clone(),
+                    self.settings.files,
+                    file_prefix,
+                )
+                .await?;
+                Ok((files, n))
+            }
+            (_, None) => Ok((Vec::new(), 0)),
         }
     }
 

@@ -203,6 +203,26 @@ pub struct RawTables {
     pub properties: BTreeMap<String, Scalar>,
     #[serde(default)]
     pub overrides: BTreeMap<String, RawTableOverride>,
+    #[serde(default)]
+    pub deletes: DeleteMode,
+    #[serde(default = "default_index_memory")]
+    pub index_memory: ByteSize,
+}
+
+fn default_index_memory() -> ByteSize {
+    ByteSize::gib(2)
+}
+
+/// How a commit removes the old rows of the keys it changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Position-delete files, from an in-memory index of where each key's row is: a key the
+    /// table does not hold needs no delete, and every engine reads the result.
+    #[default]
+    Position,
+    /// Equality-delete files on the primary key for every changed key, no index.
+    Equality,
 }
 
 impl Default for RawTables {
@@ -214,6 +234,8 @@ impl Default for RawTables {
             metadata_columns: Vec::new(),
             properties: BTreeMap::new(),
             overrides: BTreeMap::new(),
+            deletes: DeleteMode::default(),
+            index_memory: default_index_memory(),
         }
     }
 }
@@ -234,6 +256,7 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawTableOverride {
     pub primary_key: Option<Vec<String>>,
+    pub deletes: Option<DeleteMode>,
     pub unavailable_value_placeholder: Option<String>,
     pub partition_spec: Option<Vec<String>>,
     pub soft_delete: Option<bool>,

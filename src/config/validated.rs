@@ -11,8 +11,8 @@ use std::time::Duration;
 use regex::Regex;
 
 pub use super::raw::{
-    DecodeFormat, ErrorPolicyKind, MetadataColumn, RestAuthKind, SchemalessTimeUnit, StartFrom,
-    VariableScaleDecimalAs,
+    DecodeFormat, DeleteMode, ErrorPolicyKind, MetadataColumn, RestAuthKind, SchemalessTimeUnit,
+    StartFrom, VariableScaleDecimalAs,
 };
 use super::raw::{
     RawCatalog, RawConfig, RawErrors, RawFlush, RawKafka, RawStaging, RawTableOverride, RawTables,
@@ -164,6 +164,7 @@ pub struct TableSettings {
     pub properties: BTreeMap<String, String>,
     /// The text Debezium sends for a value it does not have (an unchanged TOASTed column).
     pub unavailable_value_placeholder: String,
+    pub deletes: DeleteMode,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +173,8 @@ pub struct TablesConfig {
     pub routes: Vec<Route>,
     pub defaults: TableSettings,
     pub overrides: BTreeMap<TableName, TableSettings>,
+    /// What the key indexes of all tables may hold in memory together.
+    pub index_memory: u64,
 }
 
 impl TablesConfig {
@@ -552,6 +555,9 @@ fn table_settings(
         }
         s.primary_key = Some(pk);
     }
+    if let Some(d) = o.deletes {
+        s.deletes = d;
+    }
     if let Some(p) = o.unavailable_value_placeholder {
         s.unavailable_value_placeholder =
             placeholder(&format!("{key}.unavailable_value_placeholder"), p)?;
@@ -612,6 +618,7 @@ fn validate_tables(
             Some(p) => placeholder("decode.unavailable_value_placeholder", p)?,
             None => crate::decode::UNAVAILABLE_VALUE.to_string(),
         },
+        deletes: raw.deletes,
     };
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.into_iter().enumerate() {
@@ -666,6 +673,7 @@ fn validate_tables(
         routes,
         defaults,
         overrides,
+        index_memory: raw.index_memory.as_u64(),
     })
 }
 

@@ -131,16 +131,15 @@ impl Runtime {
         let catalog = crate::catalog::open_catalog(&config.catalog)
             .await
             .map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        let engine = CommitEngine::new(
-            catalog,
-            CommitSettings::new(
-                config.kafka.group_id.clone(),
-                FileSettings {
-                    target_file_size: config.flush.target_file_size,
-                    zstd_level: config.flush.zstd_level,
-                },
-            ),
+        let mut commit_settings = CommitSettings::new(
+            config.kafka.group_id.clone(),
+            FileSettings {
+                target_file_size: config.flush.target_file_size,
+                zstd_level: config.flush.zstd_level,
+            },
         );
+        commit_settings.index_memory = config.tables.index_memory;
+        let engine = CommitEngine::new(catalog, commit_settings);
         let stager = Stager::open(&config.staging, &uuid::Uuid::new_v4().to_string()).await?;
         if let crate::config::StagingConfig::S3(s3) = &config.staging {
             stager
@@ -621,6 +620,7 @@ impl Runtime {
                     soft_delete: settings.soft_delete,
                     metadata_columns: settings.metadata_columns.clone(),
                 },
+                deletes: settings.deletes,
             };
             let started = Instant::now();
             let outcome = self

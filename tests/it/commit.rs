@@ -24,7 +24,7 @@ use floe::commit::{
     CommitEngine, CommitSettings, CommittedOffsets, FileSettings, OP_COLUMN, TableChanges,
     TableSpec,
 };
-use floe::config::{self, MetadataColumn, RestAuth, Secret};
+use floe::config::{self, DeleteMode, MetadataColumn, RestAuth, Secret};
 use floe::decode::KafkaPosition;
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 use serde_json::{Value, json};
@@ -52,6 +52,7 @@ fn spec(table: &str) -> TableSpec {
         primary_key: vec!["id".into()],
         properties: BTreeMap::new(),
         extras: Default::default(),
+        deletes: Default::default(),
     }
 }
 
@@ -365,6 +366,16 @@ impl Backend {
     /// Appends rows with pyiceberg through the catalog, as an outside writer. pyiceberg has no
     /// S3 Tables control-plane catalog, so this works on `local` and `rest`.
     fn outside_append(&self, table: &str, rows: &str) -> Value {
+        self.outside_write(table, rows, false)
+    }
+
+    /// Rewrites the whole table into new files with pyiceberg (with `rows` added), as a
+    /// compaction by another engine would: same rows, new files and positions.
+    fn outside_rewrite(&self, table: &str, rows: &str) -> Value {
+        self.outside_write(table, rows, true)
+    }
+
+    fn outside_write(&self, table: &str, rows: &str, rewrite: bool) -> Value {
         let mut args = match &self.place {
             Place::Local { .. } => {
                 let mut args = vec!["pyiceberg-append".to_string()];
@@ -383,6 +394,9 @@ impl Backend {
             Place::S3Tables { .. } => panic!("pyiceberg cannot write through S3 Tables"),
         };
         args.extend(["--rows".into(), rows.into()]);
+        if rewrite {
+            args.push("--rewrite".into());
+        }
         args.extend(self.s3_args());
         read(&args)
     }
@@ -489,10 +503,11 @@ async fn upserts_deletes_and_reinserts_read_back_exactly(fx: Backend) {
     assert_eq!(last["total-data-files"], "4");
     // Data rows written over all commits: 3 + 2 + 1 + 1.
     assert_eq!(last["total-records"], "7");
-    // Every key a window touches gets a delete once the table has rows, inserts included (an
-    // insert may be a re-send of a row the table holds): 1, 2, 4 (window 2), 2, 5 (window 3),
-    // 3, 4 (window 4).
-    assert_eq!(last["total-equality-deletes"], "7");
+    // Only rows the table holds are deleted, by position: 1 and 2 (window 2; 4 is new), none
+    // in window 3 (2 and 5 are not in the table), 3 and 4 (window 4).
+    assert_eq!(last["total-position-deletes"], "4");
+    assert_eq!(last["total-equality-deletes"], "0");
+    assert_eq!(info["rows"], model.rows(), "pyiceberg reads the deletes");
 
     let offsets = engine
         .committed_offsets(&table.parse().unwrap())
@@ -632,8 +647,8 @@ async fn soft_deletes_keep_the_last_image_and_metadata_columns_are_filled(fx: Ba
     }
 }
 
-on_backends!(pyiceberg_reads_data_only_snapshots_and_sees_the_schema: local, s3tables, rest_sigv4, rest_oauth2);
-async fn pyiceberg_reads_data_only_snapshots_and_sees_the_schema(fx: Backend) {
+on_backends!(pyiceberg_reads_updates_and_sees_the_schema: local, s3tables, rest_sigv4, rest_oauth2);
+async fn pyiceberg_reads_updates_and_sees_the_schema(fx: Backend) {
     let engine = CommitEngine::new(fx.catalog().await, settings());
     let table = fx.table("items");
     engine
@@ -656,13 +671,13 @@ async fn pyiceberg_reads_data_only_snapshots_and_sees_the_schema(fx: Backend) {
         "zstd"
     );
 
-    // With equality deletes pyiceberg refuses the rows; DuckDB applies them.
+    // Updates are position deletes, which pyiceberg applies as DuckDB does.
     engine
         .commit(&spec(&table), window(&[("u", 1, Some("y"))], "t", 3))
         .await
         .unwrap();
     let info = fx.pyiceberg(&table).await;
-    assert!(info.get("rows_error").is_some(), "{info}");
+    assert_eq!(info["rows"], json!([[1, "y"], [2, null]]), "{info}");
     assert_eq!(fx.duckdb_rows(&table).await, json!([[1, "y"], [2, null]]));
 }
 
@@ -827,6 +842,109 @@ async fn an_outside_writer_between_two_commits_is_kept(fx: Backend) {
         .await
         .unwrap();
     assert_eq!(offsets.get("t", 0), Some(9));
+}
+
+on_backends!(outside_rewrites_and_duplicated_keys_end_in_one_row_per_key: local, rest_sigv4);
+async fn outside_rewrites_and_duplicated_keys_end_in_one_row_per_key(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("rewritten");
+    let mut model = Model::default();
+    let mut next = 0;
+    let mut commit = async |changes: &[Change<'_>], model: &mut Model| {
+        next += 10;
+        let outcome = engine
+            .commit(&spec(&table), window(changes, "t", next))
+            .await
+            .unwrap();
+        model.apply(changes);
+        outcome
+    };
+    commit(
+        &[
+            ("c", 1, Some("a")),
+            ("c", 2, Some("b")),
+            ("c", 3, Some("c")),
+            ("c", 4, Some("d")),
+        ],
+        &mut model,
+    )
+    .await;
+    // Another engine compacts: every row moves to a new file and position.
+    fx.outside_rewrite(&table, "[]");
+    let outcome = commit(
+        &[("u", 1, Some("a2")), ("d", 2, None), ("c", 5, Some("e"))],
+        &mut model,
+    )
+    .await;
+    assert!(outcome.indexed);
+    assert_eq!(
+        outcome.keys_deleted, 2,
+        "the rows of 1 and 2, where the rewrite put them"
+    );
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+
+    // Another writer adds a second row for key 3; Floe's next change of 3 replaces both, and
+    // a re-sent insert of 4 replaces the row the table holds.
+    fx.outside_append(&table, r#"[{"id": 3, "name": "dup"}]"#);
+    let outcome = commit(&[("u", 3, Some("c2")), ("c", 4, Some("d"))], &mut model).await;
+    assert_eq!(outcome.keys_deleted, 3, "two rows of 3, one of 4");
+    fx.outside_rewrite(&table, "[]");
+    commit(&[("d", 4, None), ("r", 5, Some("e2"))], &mut model).await;
+
+    assert_eq!(
+        model.rows(),
+        json!([[1, "a2"], [3, "c2"], [5, "e2"]]),
+        "the model"
+    );
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let info = fx.pyiceberg(&table).await;
+    assert_eq!(info["rows"], model.rows(), "{info}");
+}
+
+/// A table Floe wrote with equality deletes (before it kept a key index, or in equality
+/// mode) is indexed exactly: its equality deletes apply by sequence number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_equality_deletes_is_indexed_exactly() {
+    let fx = Backend::start(kind("local")).await;
+    let table = fx.table("mixed");
+    let mut model = Model::default();
+    let windows: Vec<Vec<Change>> = vec![
+        vec![
+            ("c", 1, Some("a")),
+            ("c", 2, Some("b")),
+            ("c", 3, Some("c")),
+        ],
+        vec![("u", 1, Some("a2")), ("d", 2, None)],
+        vec![("c", 2, Some("b2")), ("u", 3, Some("c2"))],
+        // From here on, position deletes against rows of both eras.
+        vec![("u", 2, Some("b3")), ("d", 3, None), ("c", 1, Some("a3"))],
+        vec![("c", 3, Some("c3")), ("u", 2, Some("b4"))],
+    ];
+    for (i, changes) in windows.iter().enumerate() {
+        let mut spec = spec(&table);
+        if i < 3 {
+            spec.deletes = DeleteMode::Equality;
+        }
+        // A new engine per window: each position-mode commit builds its index from the table.
+        let engine = CommitEngine::new(fx.catalog().await, settings());
+        let outcome = engine
+            .commit(&spec, window(changes, "t", (i as i64 + 1) * 10))
+            .await
+            .unwrap();
+        assert_eq!(outcome.indexed, i >= 3);
+        // Only live rows are found: the rows the equality deletes removed are not deleted again.
+        match i {
+            3 => assert_eq!(outcome.keys_deleted, 3, "b2, c2 and a2"),
+            4 => assert_eq!(outcome.keys_deleted, 1, "b3 (3 is not in the table)"),
+            _ => {}
+        }
+        model.apply(changes);
+        assert_eq!(
+            fx.duckdb_rows(&table).await,
+            model.rows(),
+            "after window {i}"
+        );
+    }
 }
 
 on_backends!(two_writers_racing_on_one_table_lose_nothing: local, s3tables, rest_sigv4);

@@ -1,5 +1,6 @@
 //! What the commit engine's files look like to an independent reader: zstd Parquet, column
-//! statistics present, equality deletes on the primary key only.
+//! statistics present, position deletes with bounds, and (in equality mode) equality deletes
+//! on the primary key only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use floe::commit::{
     CommitEngine, CommitSettings, CommittedOffsets, FileSettings, OP_COLUMN, TableChanges,
     TableSpec,
 };
+use floe::config::DeleteMode;
 use serde_json::json;
 
 use crate::support;
@@ -47,8 +49,9 @@ fn local_engine(path: &std::path::Path, group: &str, zstd_level: i32) -> CommitE
     )
 }
 
-#[tokio::test]
-async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
+/// Commits three rows, then an update and a delete, in `deletes` mode; returns what
+/// pyiceberg reads of the table's files.
+async fn two_commits(deletes: DeleteMode) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
     let engine = local_engine(&path, "format-test", 3);
@@ -57,6 +60,7 @@ async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
         primary_key: vec!["id".into()],
         properties: BTreeMap::from([("floe.test".to_string(), "yes".to_string())]),
         extras: Default::default(),
+        deletes,
     };
     engine
         .commit(
@@ -65,10 +69,12 @@ async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
         )
         .await
         .unwrap();
-    engine
+    let outcome = engine
         .commit(&spec, changes(&[("u", 1, "a2"), ("d", 3, "")]))
         .await
         .unwrap();
+    assert_eq!(outcome.indexed, deletes == DeleteMode::Position);
+    assert_eq!(outcome.keys_deleted, 2);
 
     let path = path.canonicalize().unwrap();
     let info = support::iceberg_read(&[
@@ -85,7 +91,34 @@ async fn files_are_zstd_parquet_with_statistics_and_key_only_deletes() {
     ]);
     assert_eq!(info["properties"]["floe.test"], "yes");
     assert_eq!(info["properties"]["write.parquet.compression-level"], "3");
-    // content 0: data, 2: equality deletes.
+    info
+}
+
+#[tokio::test]
+async fn files_are_zstd_parquet_with_statistics_and_position_deletes() {
+    let info = two_commits(DeleteMode::Position).await;
+    assert_eq!(info["rows"], json!([[1, "a2"], [2, "b"]]), "{info}");
+    // content 0: data, 1: position deletes (file_path and pos, with bounds on both).
+    let (path, pos) = (2_147_483_546, 2_147_483_545);
+    assert_eq!(
+        info["files"],
+        json!([
+            {"content": 0, "record_count": 1, "equality_ids": null,
+             "lower_bounds": [1, 2], "upper_bounds": [1, 2], "codec": "ZSTD"},
+            {"content": 0, "record_count": 3, "equality_ids": null,
+             "lower_bounds": [1, 2], "upper_bounds": [1, 2], "codec": "ZSTD"},
+            {"content": 1, "record_count": 2, "equality_ids": null,
+             "lower_bounds": [pos, path], "upper_bounds": [pos, path], "codec": "ZSTD"},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn equality_mode_writes_key_only_equality_deletes() {
+    let info = two_commits(DeleteMode::Equality).await;
+    // pyiceberg does not apply equality deletes: the reason position deletes are the default.
+    assert!(info.get("rows_error").is_some(), "{info}");
+    // content 2: equality deletes, on the key column only.
     assert_eq!(
         info["files"],
         json!([
@@ -154,6 +187,7 @@ async fn unchanged_toasted_columns_keep_their_values() {
         primary_key: vec!["id".into()],
         properties: BTreeMap::new(),
         extras: Default::default(),
+        deletes: Default::default(),
     };
     engine
         .commit(

@@ -485,7 +485,7 @@ def cmd_pyiceberg_rest_append(args):
     catalog = RestCatalog("rest", **props)
     table = catalog.load_table(args.table)
     rows = json.loads(args.rows)
-    table.append(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+    write_rows(table, pa.Table.from_pylist(rows, schema=table.schema().as_arrow()), args.rewrite)
     table = catalog.load_table(args.table)
     emit({"metadata_location": table.metadata_location,
           "snapshot_id": table.metadata.current_snapshot_id,
@@ -598,6 +598,18 @@ def cmd_pyiceberg_write_sample(args):
           "rows_written": len(SAMPLE_ROWS)})
 
 
+def write_rows(table, rows, rewrite):
+    """Append `rows`; with `rewrite`, replace every file of the table by new files holding its
+    rows and `rows`, as a compaction by another engine would (deletes applied, new positions)."""
+    import pyarrow as pa
+
+    if not rewrite:
+        table.append(rows)
+        return
+    current = table.scan().to_arrow().cast(rows.schema)
+    table.overwrite(pa.concat_tables([current, rows]))
+
+
 def cmd_pyiceberg_append(args):
     """Append rows (a JSON list of objects) to an existing table, as an outside writer."""
     import pyarrow as pa
@@ -606,7 +618,7 @@ def cmd_pyiceberg_append(args):
     table = catalog.load_table(args.table)
     rows = json.loads(args.rows)
     arrow_schema = table.schema().as_arrow()
-    table.append(pa.Table.from_pylist(rows, schema=arrow_schema))
+    write_rows(table, pa.Table.from_pylist(rows, schema=arrow_schema), args.rewrite)
     table = catalog.load_table(args.table)
     emit({"metadata_location": table.metadata_location,
           "snapshot_id": table.metadata.current_snapshot_id,
@@ -675,6 +687,8 @@ def build_parser():
     _add_catalog(a)
     _add_s3(a)
     a.add_argument("--rows", required=True, help='JSON list of row objects, e.g. [{"id": 1}]')
+    a.add_argument("--rewrite", action="store_true",
+                   help="rewrite the whole table into new files (a compaction) with the rows added")
     a.set_defaults(func=cmd_pyiceberg_append)
 
     st = sub.add_parser("pyiceberg-static",
@@ -695,6 +709,8 @@ def build_parser():
     ra.add_argument("--signing-name", default="s3tables", help="SigV4 signing name")
     _add_s3(ra)
     ra.add_argument("--rows", required=True, help='JSON list of row objects, e.g. [{"id": 1}]')
+    ra.add_argument("--rewrite", action="store_true",
+                   help="rewrite the whole table into new files (a compaction) with the rows added")
     ra.set_defaults(func=cmd_pyiceberg_rest_append)
     return ap
 

@@ -1,0 +1,495 @@
+//! The primary-key index of a table: for each key the table holds, where its live row is
+//! (data file, row position).
+//!
+//! With it a commit removes a key's old row by position (an Iceberg position-delete file)
+//! instead of by value, and only when the table holds the key: a re-sent insert, a snapshot
+//! read or an update of a key the table holds replaces its row; a key the table does not hold
+//! is a plain insert. Position deletes are what every engine reads (pyiceberg and others refuse
+//! equality deletes) and cheap to apply.
+//!
+//! The index lives in memory and is never persisted: it is built from the table itself (the
+//! key columns of the live data files, minus the table's position and equality deletes) when
+//! Floe first writes the table in a process, and again whenever the table's current snapshot
+//! is not the one the index was brought to (another writer committed, a conflict, a restart).
+//! Each of Floe's own commits updates it in place. A crash loses nothing: the table is the
+//! truth, the index is derived.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
+use arrow::row::{RowConverter, Rows, SortField};
+use futures::TryStreamExt;
+use iceberg::arrow::ArrowFileReader;
+use iceberg::io::FileMetadata;
+use iceberg::spec::{DataContentType, ManifestList, Schema};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use smallvec::SmallVec;
+
+use crate::catalog::LoadedTable;
+
+/// What the allocator adds to each heap allocation, roughly.
+const MALLOC_OVERHEAD: usize = 16;
+
+/// A key as bytes of Arrow's row format (ordered, self-delimiting): up to 16 bytes inline.
+pub type KeyBytes = SmallVec<[u8; 16]>;
+
+/// Where a live row is: an index into [`KeyIndex`]'s file list, and the row's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Location {
+    file: u32,
+    pos: u32,
+}
+
+/// Why an index cannot be built for a table; the table then falls back to equality deletes.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The table's contents cannot be indexed by key (for example an equality delete on other
+    /// columns than the primary key): not retryable.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Reading the table failed; the commit may succeed later.
+    #[error("{0}")]
+    Read(String),
+}
+
+pub struct KeyIndex {
+    table_uuid: uuid::Uuid,
+    /// The snapshot whose rows the index describes (`None`: an empty table).
+    snapshot_id: Option<i64>,
+    key_ids: Vec<i32>,
+    key_types: Vec<DataType>,
+    converter: RowConverter,
+    files: Vec<Arc<str>>,
+    file_ids: HashMap<Arc<str>, u32>,
+    rows: HashMap<KeyBytes, Location>,
+    /// Keys the table holds more than once (written before Floe kept an index, or by another
+    /// writer): every row is removed at the key's next change, which repairs the table.
+    extra: HashMap<KeyBytes, Vec<Location>>,
+    /// Heap bytes of keys longer than [`KeyBytes`]' inline capacity.
+    spilled_bytes: usize,
+}
+
+impl std::fmt::Debug for KeyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyIndex")
+            .field("snapshot_id", &self.snapshot_id)
+            .field("keys", &self.rows.len())
+            .field("files", &self.files.len())
+            .finish()
+    }
+}
+
+/// A row of a position-delete file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PositionDelete {
+    pub file_path: Arc<str>,
+    pub pos: i64,
+}
+
+/// The key columns of `schema` (identifier fields) as Arrow types, in identifier order.
+pub fn key_types(schema: &Schema) -> Result<(Vec<i32>, Vec<DataType>), String> {
+    let arrow = super::schema::arrow_schema(schema)?;
+    let mut ids = Vec::new();
+    let mut types = Vec::new();
+    for id in schema.identifier_field_ids() {
+        let name = schema
+            .name_by_field_id(id)
+            .ok_or_else(|| format!("identifier field {id} is not in the schema"))?;
+        let field = arrow
+            .field_with_name(name)
+            .map_err(|e| format!("identifier field {name}: {e}"))?;
+        ids.push(id);
+        types.push(field.data_type().clone());
+    }
+    Ok((ids, types))
+}
+
+impl KeyIndex {
+    /// An empty index for a table with these key columns.
+    pub fn empty(
+        table_uuid: uuid::Uuid,
+        snapshot_id: Option<i64>,
+        key_ids: Vec<i32>,
+        key_types: Vec<DataType>,
+    ) -> Result<Self, String> {
+        let converter = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())
+            .map_err(|e| format!("primary key: {e}"))?;
+        Ok(KeyIndex {
+            table_uuid,
+            snapshot_id,
+            key_ids,
+            key_types,
+            converter,
+            files: Vec::new(),
+            file_ids: HashMap::new(),
+            rows: HashMap::new(),
+            extra: HashMap::new(),
+            spilled_bytes: 0,
+        })
+    }
+
+    /// Whether the index describes `table` as it is now (same table, same current snapshot,
+    /// same key columns and types).
+    pub fn describes(&self, table: &LoadedTable) -> bool {
+        self.table_uuid == table.metadata.uuid()
+            && self.snapshot_id == table.metadata.current_snapshot_id()
+            && key_types(table.metadata.current_schema())
+                .is_ok_and(|(ids, types)| ids == self.key_ids && types == self.key_types)
+    }
+
+    /// Reads the index of `table`'s current snapshot from its files.
+    pub async fn build(table: &LoadedTable) -> Result<Self, IndexError> {
+        let metadata = &table.metadata;
+        let (key_ids, key_types) =
+            key_types(metadata.current_schema()).map_err(IndexError::Unsupported)?;
+        if key_ids.is_empty() {
+            return Err(IndexError::Unsupported(
+                "the table has no primary key".into(),
+            ));
+        }
+        let mut index = KeyIndex::empty(
+            metadata.uuid(),
+            metadata.current_snapshot_id(),
+            key_ids,
+            key_types,
+        )
+        .map_err(IndexError::Unsupported)?;
+        let Some(snapshot) = metadata.current_snapshot() else {
+            return Ok(index);
+        };
+        let read = |what: &str, e: &dyn std::fmt::Display| IndexError::Read(format!("{what}: {e}"));
+        let io = &table.file_io;
+        let bytes = io
+            .new_input(snapshot.manifest_list())
+            .map_err(|e| read(snapshot.manifest_list(), &e))?
+            .read()
+            .await
+            .map_err(|e| read(snapshot.manifest_list(), &e))?;
+        let list = ManifestList::parse_with_version(&bytes, metadata.format_version())
+            .map_err(|e| read(snapshot.manifest_list(), &e))?;
+
+        let mut data = Vec::new();
+        let mut position_deletes = Vec::new();
+        let mut equality_deletes = Vec::new();
+        for manifest in list.entries() {
+            let m = manifest
+                .load_manifest(io)
+                .await
+                .map_err(|e| read(&manifest.manifest_path, &e))?;
+            for entry in m.entries().iter().filter(|e| e.is_alive()) {
+                let seq = entry.sequence_number().unwrap_or(0);
+                let file = entry.data_file();
+                let item = (file.file_path().to_string(), file.file_size_in_bytes(), seq);
+                match file.content_type() {
+                    DataContentType::Data => data.push(item),
+                    DataContentType::PositionDeletes => position_deletes.push(item),
+                    DataContentType::EqualityDeletes => {
+                        let ids: HashSet<i32> = file
+                            .equality_ids()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect();
+                        if ids != index.key_ids.iter().copied().collect::<HashSet<_>>() {
+                            return Err(IndexError::Unsupported(format!(
+                                "equality-delete file {} deletes by columns {:?}, not by the \
+                                 primary key",
+                                file.file_path(),
+                                file.equality_ids()
+                            )));
+                        }
+                        equality_deletes.push(item);
+                    }
+                }
+            }
+        }
+
+        // Deleted positions per data file, with the sequence number of each delete: a position
+        // delete applies to data files of a sequence number up to its own.
+        let mut deleted_at: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
+        let delete_ids = [
+            iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH,
+            iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_POS,
+        ];
+        for (path, size, seq) in &position_deletes {
+            for batch in read_columns(table, path, *size, &delete_ids).await? {
+                let paths = cast(batch.column(0), &DataType::Utf8)
+                    .map_err(|e| read(path, &e))?
+                    .as_string::<i32>()
+                    .clone();
+                let positions = batch.column(1).as_primitive::<Int64Type>();
+                for (p, pos) in paths.iter().zip(positions.iter()) {
+                    if let (Some(p), Some(pos)) = (p, pos) {
+                        deleted_at
+                            .entry(p.to_string())
+                            .or_default()
+                            .push((pos as u64, *seq));
+                    }
+                }
+            }
+        }
+        // Deleted keys, with the newest sequence number that deletes each: an equality delete
+        // applies to data files of a LOWER sequence number.
+        let mut deleted_keys: HashMap<KeyBytes, i64> = HashMap::new();
+        for (path, size, seq) in &equality_deletes {
+            for batch in read_columns(table, path, *size, &index.key_ids).await? {
+                let rows = index
+                    .key_rows(batch.columns())
+                    .map_err(|e| read(path, &e))?;
+                for row in rows.iter() {
+                    let slot = deleted_keys
+                        .entry(KeyBytes::from_slice(row.as_ref()))
+                        .or_insert(*seq);
+                    *slot = (*slot).max(*seq);
+                }
+            }
+        }
+
+        let key_ids = index.key_ids.clone();
+        for (path, size, seq) in &data {
+            let deleted: HashSet<u64> = deleted_at
+                .get(path)
+                .map(|d| {
+                    d.iter()
+                        .filter(|(_, s)| *s >= *seq)
+                        .map(|(p, _)| *p)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let file = index.file_id(path);
+            let mut pos: u64 = 0;
+            for batch in read_columns(table, path, *size, &key_ids).await? {
+                let rows = index
+                    .key_rows(batch.columns())
+                    .map_err(|e| read(path, &e))?;
+                for row in rows.iter() {
+                    let here = pos;
+                    pos += 1;
+                    if deleted.contains(&here)
+                        || deleted_keys.get(row.as_ref()).is_some_and(|s| *s > *seq)
+                    {
+                        continue;
+                    }
+                    let at = Location {
+                        file,
+                        pos: u32::try_from(here).map_err(|_| {
+                            IndexError::Unsupported(format!(
+                                "data file {path} has more than 2^32 rows"
+                            ))
+                        })?,
+                    };
+                    index.insert(KeyBytes::from_slice(row.as_ref()), at);
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    /// The keys of `columns` (the key columns in identifier order) in row format.
+    fn key_rows(&self, columns: &[ArrayRef]) -> Result<Rows, String> {
+        let cast_columns = columns
+            .iter()
+            .zip(&self.key_types)
+            .map(|(c, t)| {
+                if c.data_type() == t {
+                    Ok(c.clone())
+                } else {
+                    cast(c, t).map_err(|e| format!("key column as {t}: {e}"))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.converter
+            .convert_columns(&cast_columns)
+            .map_err(|e| format!("primary key: {e}"))
+    }
+
+    fn file_id(&mut self, path: &str) -> u32 {
+        if let Some(id) = self.file_ids.get(path) {
+            return *id;
+        }
+        let id = self.files.len() as u32;
+        let path: Arc<str> = Arc::from(path);
+        self.files.push(path.clone());
+        self.file_ids.insert(path, id);
+        id
+    }
+
+    fn insert(&mut self, key: KeyBytes, at: Location) {
+        if let Some(first) = self.rows.get(&key) {
+            let first = *first;
+            self.extra
+                .entry(key)
+                .or_insert_with(|| vec![first])
+                .push(at);
+        } else {
+            if key.spilled() {
+                self.spilled_bytes += key.capacity() + MALLOC_OVERHEAD;
+            }
+            self.rows.insert(key, at);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some((k, _)) = self.rows.remove_entry(key)
+            && k.spilled()
+        {
+            self.spilled_bytes -= k.capacity() + MALLOC_OVERHEAD;
+        }
+        self.extra.remove(key);
+    }
+
+    /// Number of keys the table holds.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Keys the table holds more than once.
+    pub fn duplicated_keys(&self) -> usize {
+        self.extra.len()
+    }
+
+    /// The rows the table holds for the keys of `keys` (the key columns in identifier order),
+    /// sorted by file and position as position-delete files must be.
+    pub fn locate(&self, keys: &[ArrayRef]) -> Result<Vec<PositionDelete>, String> {
+        let rows = self.key_rows(keys)?;
+        let mut found = Vec::new();
+        for row in rows.iter() {
+            let key = row.as_ref();
+            match self.extra.get(key) {
+                Some(all) => found.extend(all.iter().copied()),
+                None => found.extend(self.rows.get(key).copied()),
+            }
+        }
+        let mut deletes: Vec<PositionDelete> = found
+            .into_iter()
+            .map(|l| PositionDelete {
+                file_path: self.files[l.file as usize].clone(),
+                pos: i64::from(l.pos),
+            })
+            .collect();
+        deletes.sort();
+        deletes.dedup();
+        Ok(deletes)
+    }
+
+    /// Brings the index to what a commit of this engine did: the rows of `removed` keys are
+    /// gone, the rows of `written` (key columns of the new rows, in the order they were
+    /// written) are in `files` (path and row count, in write order); the table is now at
+    /// `snapshot_id`. `replace_all`: the commit replaced every row of the table.
+    pub fn apply(
+        &mut self,
+        removed: &[ArrayRef],
+        written: &[ArrayRef],
+        files: &[(String, u64)],
+        snapshot_id: i64,
+        replace_all: bool,
+    ) -> Result<(), String> {
+        if replace_all {
+            self.rows.clear();
+            self.extra.clear();
+            self.files.clear();
+            self.file_ids.clear();
+            self.spilled_bytes = 0;
+        } else if removed.first().is_some_and(|c| !c.is_empty()) {
+            for row in self.key_rows(removed)?.iter() {
+                self.remove(row.as_ref());
+            }
+        }
+        let written_rows = if written.is_empty() {
+            0
+        } else {
+            written[0].len()
+        };
+        let in_files: u64 = files.iter().map(|(_, n)| *n).sum();
+        if in_files != written_rows as u64 {
+            return Err(format!(
+                "the data files hold {in_files} rows, the commit wrote {written_rows}"
+            ));
+        }
+        if written_rows > 0 {
+            let rows = self.key_rows(written)?;
+            let mut row = 0;
+            for (path, count) in files {
+                let file = self.file_id(path);
+                for pos in 0..*count {
+                    let key = KeyBytes::from_slice(rows.row(row).as_ref());
+                    self.insert(
+                        key,
+                        Location {
+                            file,
+                            pos: pos as u32,
+                        },
+                    );
+                    row += 1;
+                }
+            }
+        }
+        self.snapshot_id = Some(snapshot_id);
+        Ok(())
+    }
+
+    /// What the index holds in memory, approximately: hash table slots, spilled key bytes and
+    /// file paths.
+    pub fn memory_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(KeyBytes, Location)>() + 1;
+        self.rows.capacity() * slot
+            + self.spilled_bytes
+            + self.extra.len() * (slot + 64)
+            + self.files.iter().map(|p| p.len() + 48).sum::<usize>()
+    }
+}
+
+/// Reads the top-level columns with these field ids of a Parquet file, in this order.
+async fn read_columns(
+    table: &LoadedTable,
+    path: &str,
+    size: u64,
+    field_ids: &[i32],
+) -> Result<Vec<RecordBatch>, IndexError> {
+    let read = |e: &dyn std::fmt::Display| IndexError::Read(format!("{path}: {e}"));
+    let input = table.file_io.new_input(path).map_err(|e| read(&e))?;
+    let reader = ArrowFileReader::new(
+        FileMetadata { size },
+        input.reader().await.map_err(|e| read(&e))?,
+    );
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| read(&e))?;
+    let roots = builder.parquet_schema().root_schema().get_fields();
+    let mut wanted = Vec::with_capacity(field_ids.len());
+    for id in field_ids {
+        let at = roots
+            .iter()
+            .position(|f| {
+                let info = f.get_basic_info();
+                info.has_id() && info.id() == *id
+            })
+            .ok_or_else(|| {
+                IndexError::Unsupported(format!("{path} has no column with field id {id}"))
+            })?;
+        wanted.push(at);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+    let stream = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| read(&e))?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| read(&e))?;
+    // The projection keeps the file's column order; put the columns in the order asked for.
+    let mut sorted = wanted.clone();
+    sorted.sort_unstable();
+    let order: Vec<usize> = wanted
+        .iter()
+        .map(|w| sorted.iter().position(|s| s == w).expect("projected"))
+        .collect();
+    batches
+        .into_iter()
+        .map(|b| b.project(&order).map_err(|e| read(&e)))
+        .collect()
+}
