@@ -18,13 +18,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{
+    DataType, Field, Int64Type, Schema as ArrowSchema, SchemaRef as ArrowSchemaRef,
+};
 use arrow::row::{RowConverter, Rows, SortField};
 use futures::TryStreamExt;
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::FileMetadata;
 use iceberg::spec::{DataContentType, ManifestList, Schema};
+use parquet::arrow::arrow_reader::RowSelection;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use smallvec::SmallVec;
 
@@ -442,6 +445,83 @@ impl KeyIndex {
             + self.spilled_bytes
             + self.extra.len() * (slot + 64)
             + self.files.iter().map(|p| p.len() + 48).sum::<usize>()
+    }
+}
+
+impl KeyIndex {
+    /// The table's live rows of `keys` (the key columns in identifier order), in `target`'s
+    /// schema: each read at its position, from only the files that hold them.
+    pub async fn read_rows(
+        &self,
+        table: &LoadedTable,
+        target: &ArrowSchemaRef,
+        keys: &[ArrayRef],
+    ) -> Result<RecordBatch, String> {
+        let found = self.locate(keys)?;
+        let schema = table.metadata.current_schema();
+        let mut out = Vec::new();
+        for group in found.chunk_by(|a, b| a.file_path == b.file_path) {
+            let path = &*group[0].file_path;
+            let read = |e: &dyn std::fmt::Display| format!("{path}: {e}");
+            let input = table.file_io.new_input(path).map_err(|e| read(&e))?;
+            let meta = input.metadata().await.map_err(|e| read(&e))?;
+            let reader = ArrowFileReader::new(meta, input.reader().await.map_err(|e| read(&e))?);
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| read(&e))?;
+            let total = builder.metadata().file_metadata().num_rows() as usize;
+            // The file's columns that are columns of the table now, under their current names
+            // (another engine may have renamed one since the file was written).
+            let mut wanted = Vec::new();
+            let mut names = Vec::new();
+            for (i, field) in builder
+                .parquet_schema()
+                .root_schema()
+                .get_fields()
+                .iter()
+                .enumerate()
+            {
+                let info = field.get_basic_info();
+                if let Some(current) = info
+                    .has_id()
+                    .then(|| {
+                        schema
+                            .as_struct()
+                            .fields()
+                            .iter()
+                            .find(|f| f.id == info.id())
+                    })
+                    .flatten()
+                {
+                    wanted.push(i);
+                    names.push(current.name.clone());
+                }
+            }
+            let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+            let ranges = group.iter().map(|d| d.pos as usize..d.pos as usize + 1);
+            let stream = builder
+                .with_projection(mask)
+                .with_row_selection(RowSelection::from_consecutive_ranges(ranges, total))
+                .build()
+                .map_err(|e| read(&e))?;
+            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| read(&e))?;
+            for batch in batches {
+                let fields: Vec<Field> = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .zip(&names)
+                    .map(|(f, name)| f.as_ref().clone().with_name(name))
+                    .collect();
+                let renamed = RecordBatch::try_new(
+                    Arc::new(ArrowSchema::new(fields)),
+                    batch.columns().to_vec(),
+                )
+                .map_err(|e| read(&e))?;
+                out.push(super::schema::project(&renamed, target).map_err(|e| read(&e))?);
+            }
+        }
+        concat_batches(target, &out).map_err(|e| e.to_string())
     }
 }
 

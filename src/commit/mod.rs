@@ -356,8 +356,19 @@ impl CommitEngine {
             .map_err(&invalid)?;
         let combined = concat_batches(&target, &projected).map_err(|e| invalid(e.to_string()))?;
         let key_columns = key_column_indices(&table_schema, &target);
+
+        // With the table's key index, only keys the table holds get a delete, by position;
+        // without it, every changed key gets an equality delete.
+        let slot = self.index_slot(&ident);
+        let mut slot = slot.lock().await;
+        if spec.deletes == DeleteMode::Position && !key_columns.is_empty() {
+            self.ensure_index(&mut slot, &base).await?;
+        }
+        let indexed = slot.index.is_some() && spec.deletes == DeleteMode::Position;
+
         let (combined, unresolved) = toast::resolve(
             (!truncating).then_some(&base),
+            slot.index.as_ref().filter(|_| indexed),
             &target,
             combined,
             &ops,
@@ -380,15 +391,6 @@ impl CommitEngine {
                     .get("total-records")
                     .is_some_and(|n| n == "0")
             });
-
-        // With the table's key index, only keys the table holds get a delete, by position;
-        // without it, every changed key gets an equality delete.
-        let slot = self.index_slot(&ident);
-        let mut slot = slot.lock().await;
-        if spec.deletes == DeleteMode::Position && !key_columns.is_empty() {
-            self.ensure_index(&mut slot, &base).await?;
-        }
-        let indexed = slot.index.is_some() && spec.deletes == DeleteMode::Position;
         let merged = merge::merge(&combined, &ops, &key_columns, !indexed && table_is_empty)
             .map_err(&invalid)?;
         if merged.ignored_deletes > 0 {

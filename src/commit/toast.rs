@@ -1,8 +1,8 @@
 //! Unchanged (TOASTed) columns: Debezium sends `__debezium_unavailable_value` for a large
 //! column that did not change. The decoder marks such cells (null, with the column's field id
 //! in the row's `_floe_unchanged` list); here they take the value they had: from the previous
-//! image of the same key in the commit window, else from the table's current row (a scan
-//! filtered by key). The placeholder is never written, and neither is a null in its place
+//! image of the same key in the commit window, else from the table's current row: read at
+//! its position when the table has a key index, else by a scan filtered by key. The placeholder is never written, and neither is a null in its place
 //! where the table has a value.
 
 use std::collections::{HashMap, HashSet};
@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use iceberg::expr::Reference;
 use iceberg::table::Table;
 
+use super::index::KeyIndex;
 use super::merge::ChangeOp;
 use crate::catalog::LoadedTable;
 use crate::decode::arrow::UNCHANGED_COLUMN;
@@ -72,6 +73,7 @@ pub fn unchanged_columns(batch: &RecordBatch) -> Result<Vec<Vec<String>>, String
 /// earlier image in the window then have none at all.
 pub async fn resolve(
     table: Option<&LoadedTable>,
+    index: Option<&KeyIndex>,
     target: &ArrowSchemaRef,
     rows: RecordBatch,
     ops: &[ChangeOp],
@@ -158,7 +160,25 @@ pub async fn resolve(
                 r.dedup();
                 r
             };
-            Some(current_rows(table, target, &rows, key_columns, &wanted).await?)
+            Some(match index {
+                Some(index) => {
+                    let keys: Vec<ArrayRef> = key_columns
+                        .iter()
+                        .map(|i| {
+                            arrow::compute::take(
+                                rows.column(*i),
+                                &arrow::array::UInt32Array::from_iter_values(
+                                    wanted.iter().map(|r| *r as u32),
+                                ),
+                                None,
+                            )
+                            .map_err(|e| e.to_string())
+                        })
+                        .collect::<Result<_, _>>()?;
+                    index.read_rows(table, target, &keys).await?
+                }
+                None => current_rows(table, target, &rows, key_columns, &wanted).await?,
+            })
         }
     };
     if let Some(current) = &current {

@@ -360,11 +360,32 @@ def cmd_duckdb(args):
         scan_args.append("snapshot_from_id => %d" % args.snapshot_id)
     cols = split_list(args.columns)
     select = ", ".join(_sql_ident(c) for c in cols) if cols else "*"
+    if args.timing:
+        emit(time_reads(con, "iceberg_scan(%s)" % ", ".join(scan_args), args.timing))
+        return
     rel = con.sql("SELECT %s FROM iceberg_scan(%s)" % (select, ", ".join(scan_args)))
     columns = [{"name": n, "type": str(t)} for n, t in zip(rel.columns, rel.types)]
     table = rel.to_arrow_table()
     rows = rows_from_table(table, split_list(args.order_by))
     emit({"columns": columns, "rows": rows})
+
+
+def time_reads(con, source, runs):
+    """Best-of-`runs` milliseconds of `count(*)` and of a full scan of `source`."""
+    import time
+
+    def best(sql):
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            result = con.sql(sql).to_arrow_table()
+            times.append((time.perf_counter() - start) * 1000)
+        return min(times), result
+
+    count_ms, count = best("SELECT count(*) AS n FROM %s" % source)
+    scan_ms, scan = best("SELECT * FROM %s" % source)
+    return {"rows": count.column(0)[0].as_py(), "scanned": scan.num_rows,
+            "count_ms": round(count_ms, 2), "scan_ms": round(scan_ms, 2)}
 
 
 # --------------------------------------------------------------------------
@@ -666,6 +687,8 @@ def build_parser():
     _add_s3(d)
     _add_read_opts(d)
     d.add_argument("--threads", type=int, default=2, help="DuckDB threads (default 2)")
+    d.add_argument("--timing", type=int, metavar="RUNS",
+                   help="print best-of-RUNS milliseconds of count(*) and a full scan, not rows")
     d.set_defaults(func=cmd_duckdb)
 
     r = sub.add_parser("pyiceberg-sql", help="read through pyiceberg SqlCatalog")
