@@ -279,7 +279,7 @@ fn duckdb_timing(metadata_location: &str) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/iceberg_read.py");
     let out = Command::new(python())
         .arg(script)
-        .args(["duckdb", "--metadata", metadata_location, "--timing", "5"])
+        .args(["duckdb", "--metadata", metadata_location, "--timing", "3"])
         .output()
         .expect("run iceberg_read.py (scripts/test-env.sh up makes the venv)");
     assert!(
@@ -362,7 +362,7 @@ fn reads(rt: &Runtime) {
             load(&engine, "bench.fresh").await.metadata_location,
         ));
     });
-    println!("table, rows, count(*) ms, full scan ms (best of 5)");
+    println!("table, rows, count(*) ms, full scan ms (best of 3)");
     let mut results = Vec::new();
     for (name, location) in &figures {
         let t = duckdb_timing(location);

@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::catalog::{CatalogError, TableCatalog, TableIdent};
-use crate::config::{CatalogConfig, Config, StagingConfig, TableName, TopicSelection};
+use crate::config::{CatalogConfig, Config, DeleteMode, StagingConfig, TableName, TopicSelection};
 use crate::stage::{LifecycleState, Stager};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,7 +561,17 @@ async fn catalog_checks(config: &Config, topics: &[String], create: bool) -> Vec
                 continue;
             }
         };
-        results.extend(table_checks(&*catalog, &config.catalog, &ident).await);
+        let deletes = config.tables.settings(table).deletes;
+        results.extend(
+            table_checks(
+                &*catalog,
+                &config.catalog,
+                &ident,
+                deletes,
+                config.tables.index_memory,
+            )
+            .await,
+        );
     }
     results
 }
@@ -591,6 +601,8 @@ async fn table_checks(
     catalog: &dyn TableCatalog,
     config: &CatalogConfig,
     ident: &TableIdent,
+    deletes: DeleteMode,
+    index_memory: u64,
 ) -> Vec<CheckResult> {
     let what = format!("table {ident}");
     let loaded = match catalog.load_table(ident).await {
@@ -622,5 +634,70 @@ async fn table_checks(
         ),
         Err(e) => catalog_failure(format!("{what}: commit"), &e, Step::Commit, config),
     });
+    results.push(deletes_check(&what, &loaded, deletes, index_memory).await);
     results
+}
+
+/// How `floe run` will remove old rows from the table: builds its key index as the first
+/// commit would, and says whether it fits the memory budget.
+async fn deletes_check(
+    what: &str,
+    table: &crate::catalog::LoadedTable,
+    deletes: DeleteMode,
+    index_memory: u64,
+) -> CheckResult {
+    use crate::commit::index::{IndexError, KeyIndex};
+    let what = format!("{what}: deletes");
+    if deletes == DeleteMode::Equality {
+        return CheckResult::ok(what, "equality deletes (deletes = \"equality\")");
+    }
+    if table
+        .metadata
+        .current_schema()
+        .identifier_field_ids()
+        .next()
+        .is_none()
+    {
+        return CheckResult::ok(what, "no primary key: the table is append-only");
+    }
+    let started = std::time::Instant::now();
+    match KeyIndex::build(table).await {
+        Ok(index) => {
+            let bytes = index.memory_bytes() as u64;
+            let built = format!(
+                "{} keys, about {bytes} bytes, read in {} ms",
+                index.len(),
+                started.elapsed().as_millis()
+            );
+            let duplicated = match index.duplicated_keys() {
+                0 => String::new(),
+                n => format!(
+                    "; {n} keys are held more than once and are repaired at their next change"
+                ),
+            };
+            if bytes > index_memory {
+                CheckResult::ok(
+                    what,
+                    format!(
+                        "equality deletes: the key index ({built}) does not fit \
+                         tables.index_memory ({index_memory} bytes){duplicated}"
+                    ),
+                )
+            } else {
+                CheckResult::ok(
+                    what,
+                    format!("position deletes; key index: {built}{duplicated}"),
+                )
+            }
+        }
+        Err(IndexError::Unsupported(reason)) => CheckResult::ok(
+            what,
+            format!("equality deletes: the table cannot be indexed by key: {reason}"),
+        ),
+        Err(IndexError::Read(e)) => CheckResult::new(
+            what,
+            Outcome::Failed,
+            format!("reading the table's key columns: {e}"),
+        ),
+    }
 }

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub events: Family<TableOp, Counter>,
     pub rows_committed: Family<TableLabel, Counter>,
     pub keys_deleted: Family<TableLabel, Counter>,
+    pub table_indexed: Family<TableLabel, Gauge>,
+    pub key_index_bytes: Family<TableLabel, Gauge>,
     pub commits: Family<TableLabel, Counter>,
     pub commit_duration: HistogramFamily,
     pub errors: Family<ErrorLabel, Counter>,
@@ -83,8 +85,20 @@ impl Default for Metrics {
         let keys_deleted = Family::<TableLabel, Counter>::default();
         registry.register(
             "floe_keys_deleted",
-            "Primary keys written to equality-delete files",
+            "Old rows removed by position deletes, or primary keys written to equality-delete files",
             keys_deleted.clone(),
+        );
+        let table_indexed = Family::<TableLabel, Gauge>::default();
+        registry.register(
+            "floe_table_indexed",
+            "1 when the table's last commit removed old rows by position through its key index, 0 when it wrote equality deletes",
+            table_indexed.clone(),
+        );
+        let key_index_bytes = Family::<TableLabel, Gauge>::default();
+        registry.register(
+            "floe_key_index_bytes",
+            "Approximate memory held by the table's key index",
+            key_index_bytes.clone(),
         );
         let commits = Family::<TableLabel, Counter>::default();
         registry.register("floe_commits", "Snapshots committed", commits.clone());
@@ -123,6 +137,8 @@ impl Default for Metrics {
             events,
             rows_committed,
             keys_deleted,
+            table_indexed,
+            key_index_bytes,
             commits,
             commit_duration,
             errors,

@@ -14,7 +14,7 @@
 //! Each of Floe's own commits updates it in place. A crash loses nothing: the table is the
 //! truth, the index is derived.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -35,6 +35,9 @@ use crate::catalog::LoadedTable;
 
 /// What the allocator adds to each heap allocation, roughly.
 const MALLOC_OVERHEAD: usize = 16;
+
+/// A fast hash (keys come from the source database, not from an adversary), seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A key as bytes of Arrow's row format (ordered, self-delimiting): up to 16 bytes inline.
 pub type KeyBytes = SmallVec<[u8; 16]>;
@@ -64,10 +67,11 @@ pub struct KeyIndex {
     snapshot_id: Option<i64>,
     key_ids: Vec<i32>,
     key_types: Vec<DataType>,
-    converter: RowConverter,
+    /// Arrow's row format for keys that are not one integer column.
+    converter: Option<RowConverter>,
     files: Vec<Arc<str>>,
     file_ids: HashMap<Arc<str>, u32>,
-    rows: HashMap<KeyBytes, Location>,
+    rows: KeyMap,
     /// Keys the table holds more than once (written before Floe kept an index, or by another
     /// writer): every row is removed at the key's next change, which repairs the table.
     extra: HashMap<KeyBytes, Vec<Location>>,
@@ -82,6 +86,83 @@ impl std::fmt::Debug for KeyIndex {
             .field("keys", &self.rows.len())
             .field("files", &self.files.len())
             .finish()
+    }
+}
+
+/// A table's keys: one integer column as itself (16 bytes a slot), any other key in Arrow's
+/// row format (32 bytes a slot, plus the key's bytes beyond 16).
+enum KeyMap {
+    Long(HashMap<i64, Location>),
+    Bytes(HashMap<KeyBytes, Location>),
+}
+
+/// The keys of a batch, in the index's form.
+enum Keys {
+    Long(arrow::array::Int64Array),
+    Bytes(Rows),
+}
+
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Long(i64),
+    Bytes(&'a [u8]),
+}
+
+impl Keys {
+    fn len(&self) -> usize {
+        match self {
+            Keys::Long(a) => a.len(),
+            Keys::Bytes(r) => r.num_rows(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Key<'_> {
+        match self {
+            Keys::Long(a) => Key::Long(a.value(i)),
+            Keys::Bytes(r) => Key::Bytes(r.row(i).data()),
+        }
+    }
+}
+
+impl Key<'_> {
+    /// The key as bytes, for the maps that hold either form.
+    fn owned(self) -> KeyBytes {
+        match self {
+            Key::Long(v) => KeyBytes::from_slice(&v.to_be_bytes()),
+            Key::Bytes(b) => KeyBytes::from_slice(b),
+        }
+    }
+}
+
+impl KeyMap {
+    fn get(&self, key: Key<'_>) -> Option<Location> {
+        match (self, key) {
+            (KeyMap::Long(m), Key::Long(k)) => m.get(&k).copied(),
+            (KeyMap::Bytes(m), Key::Bytes(k)) => m.get(k).copied(),
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KeyMap::Long(m) => m.len(),
+            KeyMap::Bytes(m) => m.len(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            KeyMap::Long(m) => m.clear(),
+            KeyMap::Bytes(m) => m.clear(),
+        }
+    }
+
+    /// Bytes of the hash table's slots.
+    fn table_bytes(&self) -> usize {
+        match self {
+            KeyMap::Long(m) => m.capacity() * (std::mem::size_of::<(i64, Location)>() + 1),
+            KeyMap::Bytes(m) => m.capacity() * (std::mem::size_of::<(KeyBytes, Location)>() + 1),
+        }
     }
 }
 
@@ -118,8 +199,15 @@ impl KeyIndex {
         key_ids: Vec<i32>,
         key_types: Vec<DataType>,
     ) -> Result<Self, String> {
-        let converter = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())
-            .map_err(|e| format!("primary key: {e}"))?;
+        let integer = matches!(key_types.as_slice(), [DataType::Int64 | DataType::Int32]);
+        let converter = if integer {
+            None
+        } else {
+            Some(
+                RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())
+                    .map_err(|e| format!("primary key: {e}"))?,
+            )
+        };
         Ok(KeyIndex {
             table_uuid,
             snapshot_id,
@@ -127,9 +215,13 @@ impl KeyIndex {
             key_types,
             converter,
             files: Vec::new(),
-            file_ids: HashMap::new(),
-            rows: HashMap::new(),
-            extra: HashMap::new(),
+            file_ids: HashMap::default(),
+            rows: if integer {
+                KeyMap::Long(HashMap::default())
+            } else {
+                KeyMap::Bytes(HashMap::default())
+            },
+            extra: HashMap::default(),
             spilled_bytes: 0,
         })
     }
@@ -211,7 +303,7 @@ impl KeyIndex {
 
         // Deleted positions per data file, with the sequence number of each delete: a position
         // delete applies to data files of a sequence number up to its own.
-        let mut deleted_at: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
+        let mut deleted_at: HashMap<String, Vec<(u64, i64)>> = HashMap::default();
         let delete_ids = [
             iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_PATH,
             iceberg::metadata_columns::RESERVED_FIELD_ID_DELETE_FILE_POS,
@@ -235,16 +327,12 @@ impl KeyIndex {
         }
         // Deleted keys, with the newest sequence number that deletes each: an equality delete
         // applies to data files of a LOWER sequence number.
-        let mut deleted_keys: HashMap<KeyBytes, i64> = HashMap::new();
+        let mut deleted_keys: HashMap<KeyBytes, i64> = HashMap::default();
         for (path, size, seq) in &equality_deletes {
             for batch in read_columns(table, path, *size, &index.key_ids).await? {
-                let rows = index
-                    .key_rows(batch.columns())
-                    .map_err(|e| read(path, &e))?;
-                for row in rows.iter() {
-                    let slot = deleted_keys
-                        .entry(KeyBytes::from_slice(row.as_ref()))
-                        .or_insert(*seq);
+                let keys = index.keys(batch.columns()).map_err(|e| read(path, &e))?;
+                for i in 0..keys.len() {
+                    let slot = deleted_keys.entry(keys.get(i).owned()).or_insert(*seq);
                     *slot = (*slot).max(*seq);
                 }
             }
@@ -264,14 +352,16 @@ impl KeyIndex {
             let file = index.file_id(path);
             let mut pos: u64 = 0;
             for batch in read_columns(table, path, *size, &key_ids).await? {
-                let rows = index
-                    .key_rows(batch.columns())
-                    .map_err(|e| read(path, &e))?;
-                for row in rows.iter() {
+                let keys = index.keys(batch.columns()).map_err(|e| read(path, &e))?;
+                for i in 0..keys.len() {
+                    let key = keys.get(i);
                     let here = pos;
                     pos += 1;
                     if deleted.contains(&here)
-                        || deleted_keys.get(row.as_ref()).is_some_and(|s| *s > *seq)
+                        || (!deleted_keys.is_empty()
+                            && deleted_keys
+                                .get(key.owned().as_slice())
+                                .is_some_and(|s| *s > *seq))
                     {
                         continue;
                     }
@@ -283,15 +373,20 @@ impl KeyIndex {
                             ))
                         })?,
                     };
-                    index.insert(KeyBytes::from_slice(row.as_ref()), at);
+                    index.insert(key, at);
                 }
             }
         }
         Ok(index)
     }
 
-    /// The keys of `columns` (the key columns in identifier order) in row format.
-    fn key_rows(&self, columns: &[ArrayRef]) -> Result<Rows, String> {
+    /// The keys of `columns` (the key columns in identifier order) in the index's form.
+    fn keys(&self, columns: &[ArrayRef]) -> Result<Keys, String> {
+        let Some(converter) = &self.converter else {
+            let column = columns.first().ok_or("no key column")?;
+            let long = cast(column, &DataType::Int64).map_err(|e| format!("key column: {e}"))?;
+            return Ok(Keys::Long(long.as_primitive::<Int64Type>().clone()));
+        };
         let cast_columns = columns
             .iter()
             .zip(&self.key_types)
@@ -303,8 +398,9 @@ impl KeyIndex {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.converter
+        converter
             .convert_columns(&cast_columns)
+            .map(Keys::Bytes)
             .map_err(|e| format!("primary key: {e}"))
     }
 
@@ -319,28 +415,46 @@ impl KeyIndex {
         id
     }
 
-    fn insert(&mut self, key: KeyBytes, at: Location) {
-        if let Some(first) = self.rows.get(&key) {
-            let first = *first;
+    fn insert(&mut self, key: Key<'_>, at: Location) {
+        if let Some(first) = self.rows.get(key) {
             self.extra
-                .entry(key)
+                .entry(key.owned())
                 .or_insert_with(|| vec![first])
                 .push(at);
-        } else {
-            if key.spilled() {
-                self.spilled_bytes += key.capacity() + MALLOC_OVERHEAD;
+            return;
+        }
+        match (&mut self.rows, key) {
+            (KeyMap::Long(m), Key::Long(k)) => {
+                m.insert(k, at);
             }
-            self.rows.insert(key, at);
+            (KeyMap::Bytes(m), Key::Bytes(k)) => {
+                let k = KeyBytes::from_slice(k);
+                if k.spilled() {
+                    self.spilled_bytes += k.capacity() + MALLOC_OVERHEAD;
+                }
+                m.insert(k, at);
+            }
+            _ => unreachable!("keys take the form of the index's map"),
         }
     }
 
-    fn remove(&mut self, key: &[u8]) {
-        if let Some((k, _)) = self.rows.remove_entry(key)
-            && k.spilled()
-        {
-            self.spilled_bytes -= k.capacity() + MALLOC_OVERHEAD;
+    fn remove(&mut self, key: Key<'_>) {
+        match (&mut self.rows, key) {
+            (KeyMap::Long(m), Key::Long(k)) => {
+                m.remove(&k);
+            }
+            (KeyMap::Bytes(m), Key::Bytes(k)) => {
+                if let Some((k, _)) = m.remove_entry(k)
+                    && k.spilled()
+                {
+                    self.spilled_bytes -= k.capacity() + MALLOC_OVERHEAD;
+                }
+            }
+            _ => unreachable!("keys take the form of the index's map"),
         }
-        self.extra.remove(key);
+        if !self.extra.is_empty() {
+            self.extra.remove(key.owned().as_slice());
+        }
     }
 
     /// Number of keys the table holds.
@@ -349,7 +463,7 @@ impl KeyIndex {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.len() == 0
     }
 
     /// Keys the table holds more than once.
@@ -360,13 +474,18 @@ impl KeyIndex {
     /// The rows the table holds for the keys of `keys` (the key columns in identifier order),
     /// sorted by file and position as position-delete files must be.
     pub fn locate(&self, keys: &[ArrayRef]) -> Result<Vec<PositionDelete>, String> {
-        let rows = self.key_rows(keys)?;
+        let keys = self.keys(keys)?;
         let mut found = Vec::new();
-        for row in rows.iter() {
-            let key = row.as_ref();
-            match self.extra.get(key) {
+        for i in 0..keys.len() {
+            let key = keys.get(i);
+            let all = if self.extra.is_empty() {
+                None
+            } else {
+                self.extra.get(key.owned().as_slice())
+            };
+            match all {
                 Some(all) => found.extend(all.iter().copied()),
-                None => found.extend(self.rows.get(key).copied()),
+                None => found.extend(self.rows.get(key)),
             }
         }
         let mut deletes: Vec<PositionDelete> = found
@@ -400,8 +519,9 @@ impl KeyIndex {
             self.file_ids.clear();
             self.spilled_bytes = 0;
         } else if removed.first().is_some_and(|c| !c.is_empty()) {
-            for row in self.key_rows(removed)?.iter() {
-                self.remove(row.as_ref());
+            let keys = self.keys(removed)?;
+            for i in 0..keys.len() {
+                self.remove(keys.get(i));
             }
         }
         let written_rows = if written.is_empty() {
@@ -416,14 +536,13 @@ impl KeyIndex {
             ));
         }
         if written_rows > 0 {
-            let rows = self.key_rows(written)?;
+            let keys = self.keys(written)?;
             let mut row = 0;
             for (path, count) in files {
                 let file = self.file_id(path);
                 for pos in 0..*count {
-                    let key = KeyBytes::from_slice(rows.row(row).as_ref());
                     self.insert(
-                        key,
+                        keys.get(row),
                         Location {
                             file,
                             pos: pos as u32,
@@ -440,8 +559,8 @@ impl KeyIndex {
     /// What the index holds in memory, approximately: hash table slots, spilled key bytes and
     /// file paths.
     pub fn memory_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(KeyBytes, Location)>() + 1;
-        self.rows.capacity() * slot
+        let slot = std::mem::size_of::<(KeyBytes, Vec<Location>)>() + 1;
+        self.rows.table_bytes()
             + self.spilled_bytes
             + self.extra.len() * (slot + 64)
             + self.files.iter().map(|p| p.len() + 48).sum::<usize>()
@@ -572,4 +691,108 @@ async fn read_columns(
         .into_iter()
         .map(|b| b.project(&order).map_err(|e| read(&e)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int32Array, Int64Array, StringArray};
+
+    use super::*;
+
+    fn longs(v: &[i64]) -> Vec<ArrayRef> {
+        vec![Arc::new(Int64Array::from(v.to_vec()))]
+    }
+
+    fn pairs(v: &[(&str, i32)]) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(StringArray::from_iter_values(v.iter().map(|p| p.0))),
+            Arc::new(Int32Array::from_iter_values(v.iter().map(|p| p.1))),
+        ]
+    }
+
+    fn at(path: &str, pos: i64) -> PositionDelete {
+        PositionDelete {
+            file_path: Arc::from(path),
+            pos,
+        }
+    }
+
+    #[test]
+    fn integer_keys_are_found_where_the_commits_wrote_them() {
+        let mut index =
+            KeyIndex::empty(uuid::Uuid::nil(), None, vec![1], vec![DataType::Int64]).unwrap();
+        index
+            .apply(
+                &[],
+                &longs(&[10, 11, 12]),
+                &[("a".into(), 2), ("b".into(), 1)],
+                1,
+                false,
+            )
+            .unwrap();
+        assert_eq!(index.len(), 3);
+        assert_eq!(
+            index.locate(&longs(&[12, 99, 10])).unwrap(),
+            [at("a", 0), at("b", 0)],
+            "sorted by file and position; unknown keys have no row"
+        );
+        // 11 is updated (its old row removed, the new one in c), 12 deleted.
+        index
+            .apply(
+                &longs(&[11, 12]),
+                &longs(&[11]),
+                &[("c".into(), 1)],
+                2,
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            index.locate(&longs(&[10, 11, 12])).unwrap(),
+            [at("a", 0), at("c", 0)]
+        );
+        assert_eq!(index.len(), 2);
+        // A commit whose files do not hold the rows it wrote is refused.
+        assert!(
+            index
+                .apply(&[], &longs(&[13]), &[("d".into(), 2)], 3, false)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn composite_keys_and_keys_held_twice() {
+        let types = vec![DataType::Utf8, DataType::Int32];
+        let mut index = KeyIndex::empty(uuid::Uuid::nil(), None, vec![1, 2], types).unwrap();
+        let keys = pairs(&[("x", 1), ("x", 2), ("a-key-longer-than-sixteen-bytes", 1)]);
+        index
+            .apply(&[], &keys, &[("a".into(), 3)], 1, false)
+            .unwrap();
+        assert!(index.memory_bytes() > 0);
+        // Another writer's second row for ("x", 1): both rows are found, then both go.
+        index
+            .apply(&[], &pairs(&[("x", 1)]), &[("b".into(), 1)], 2, false)
+            .unwrap();
+        assert_eq!(index.duplicated_keys(), 1);
+        assert_eq!(
+            index.locate(&pairs(&[("x", 1)])).unwrap(),
+            [at("a", 0), at("b", 0)]
+        );
+        index
+            .apply(&pairs(&[("x", 1)]), &[], &[], 3, false)
+            .unwrap();
+        assert_eq!(index.duplicated_keys(), 0);
+        assert_eq!(index.locate(&pairs(&[("x", 1)])).unwrap(), []);
+        assert_eq!(
+            index
+                .locate(&pairs(&[("a-key-longer-than-sixteen-bytes", 1), ("x", 2)]))
+                .unwrap(),
+            [at("a", 1), at("a", 2)]
+        );
+        // A truncating commit replaces every row.
+        index
+            .apply(&[], &pairs(&[("y", 1)]), &[("c".into(), 1)], 4, true)
+            .unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.locate(&pairs(&[("x", 2)])).unwrap(), []);
+    }
 }

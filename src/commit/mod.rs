@@ -162,6 +162,8 @@ pub struct CommitOutcome {
     pub ignored_deletes: usize,
     /// Whether the old rows were found through the table's key index (position deletes).
     pub indexed: bool,
+    /// Approximate memory of the table's key index after the commit (0 without one).
+    pub index_bytes: u64,
     pub attempts: u32,
     pub created_table: bool,
     pub schema_changed: bool,
@@ -511,9 +513,8 @@ impl CommitEngine {
                 slot.index = None;
             }
         }
-        if let Some(index) = &slot.index {
-            self.count_index(&ident, index.memory_bytes());
-        }
+        let index_bytes = slot.index.as_ref().map_or(0, |i| i.memory_bytes());
+        self.count_index(&ident, index_bytes);
         let bytes_written = data_files
             .iter()
             .chain(&delete_files)
@@ -529,6 +530,7 @@ impl CommitEngine {
             keys_deleted,
             ignored_deletes: merged.ignored_deletes,
             indexed,
+            index_bytes: index_bytes as u64,
             attempts: attempt,
             created_table,
             schema_changed,

@@ -645,6 +645,14 @@ impl Runtime {
                 .get_or_create(&label)
                 .inc_by(outcome.keys_deleted);
             self.metrics
+                .table_indexed
+                .get_or_create(&label)
+                .set(i64::from(outcome.indexed));
+            self.metrics
+                .key_index_bytes
+                .get_or_create(&label)
+                .set(outcome.index_bytes as i64);
+            self.metrics
                 .commit_duration
                 .get_or_create(&label)
                 .observe(started.elapsed().as_secs_f64());

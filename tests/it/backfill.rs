@@ -91,7 +91,17 @@ fn backfills_into_s3_tables_and_check_then_passes() {
     let log = text(&out.stderr);
     assert!(log.contains("\"level\":\"INFO\""), "no log written:\n{log}");
     assert!(!log.contains("missing from"), "{log}");
-    assert_eq!(s.rows().unwrap(), model(300, Some(2)));
+    let rows = s.rows().unwrap();
+    assert_eq!(rows, model(300, Some(2)));
+    // The check builds the key index as the first commit would: one key per row.
+    let keys = rows.as_array().unwrap().len();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("table inventory.customers: deletes")
+                && l.contains(&format!("position deletes; key index: {keys} keys,"))),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -181,12 +191,11 @@ fn drop_and_recreate_replaces_a_table_with_other_data_and_an_older_schema() {
         !columns.contains("amount") && !columns.contains("ts"),
         "the old schema's columns are gone: {columns:?}"
     );
-    // The first commit into the new table is data only; later windows delete every key they
-    // write (a snapshot read may be a re-send), as equality deletes.
+    // Old rows are removed by position (content 1), never by equality (content 2).
     let files = info["files"].as_array().unwrap();
     assert!(files.iter().any(|f| f["content"] == 0), "{files:?}");
     assert!(
-        files.iter().all(|f| f["content"] == 0 || f["content"] == 2),
+        files.iter().all(|f| f["content"] == 0 || f["content"] == 1),
         "{files:?}"
     );
 }
