@@ -1,8 +1,8 @@
 //! Commit engine benchmarks on the local catalog (a temporary directory):
 //!
 //! - `commit_rows`: one commit of N upserted rows of a 20-column table, first as inserts into
-//!   a new table (data files only), then as updates of the same keys (data + equality-delete
-//!   files). N is `FLOE_BENCH_ROWS` (default 1,000,000). Reported as rows/s.
+//!   a new table (data files only), then as updates of the same keys (data files, and
+//!   position-delete files from the key index). N is `FLOE_BENCH_ROWS` (default 1,000,000). Reported as rows/s.
 //! - `commit_latency`: the cost of one small commit (100 updated rows) on a table that already
 //!   has 1, 25 or 100 snapshots, to show how commit cost grows with table history.
 //!
