@@ -597,6 +597,7 @@ impl CommitEngine {
                         "the table holds these keys more than once; each key's rows are all replaced at its next change"
                     );
                 }
+                crate::runtime::fault::point("index-built");
                 slot.index = Some(built);
                 Ok(())
             }

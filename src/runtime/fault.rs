@@ -1,7 +1,9 @@
 //! Crash points for crash-safety tests: `FLOE_TEST_ABORT_AT=<point>[:<n>]` makes the process
 //! abort (like a SIGKILL: no flush, no cleanup) the n-th time (default first) it passes the
-//! named point. Points: `staged` (a delta is staged, its commit not done), `table-committed`
-//! (the table commit is done, the Kafka offsets are not). Unset, a point costs one atomic load.
+//! named point. Points: `staged` (a delta is staged, its commit not done), `index-built` (a
+//! table's key index is built from the table, the commit that needed it not done),
+//! `table-committed` (the table commit is done, the Kafka offsets are not). Unset, a point
+//! costs one atomic load.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

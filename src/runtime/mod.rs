@@ -17,7 +17,7 @@
 
 mod backfill;
 mod context;
-mod fault;
+pub(crate) mod fault;
 
 pub use backfill::{BackfillOptions, BackfillReport, TableReport};
 

@@ -809,6 +809,45 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
     assert_eq!(kills, 2 * rounds);
 }
 
+/// A process that dies right after building a table's key index (before the commit that
+/// needed it) loses nothing: the index is never stored, the next process builds it again.
+#[test]
+fn killed_right_after_building_the_key_index_the_table_stays_exact() {
+    let s = Setup::build(
+        "run_index_kill",
+        "interval = \"300ms\"\ncommit_interval = \"600ms\"",
+        "enabled = false",
+        Target::Local,
+    );
+    produce(&s.brokers, &s.topic, 300, 3, None);
+    let mut first = s.start("first");
+    s.wait_for(&model(300, None), &mut first, "first");
+    s.drain(&mut first, "first");
+    // Updates of rows the table holds: the next process builds the index for its first commit.
+    produce(&s.brokers, &s.topic, 300, 3, Some(1));
+    let log = std::fs::File::create(s.root.join("floe-aborted.log")).unwrap();
+    let mut aborting = s
+        .command(&["run"])
+        .env("FLOE_TEST_ABORT_AT", "index-built")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut aborting, Duration::from_secs(60));
+    assert!(!status.success(), "expected an abort: {}", s.log("aborted"));
+    assert!(
+        s.log("aborted").contains("aborting at index-built"),
+        "{}",
+        s.log("aborted")
+    );
+    await_eviction();
+    let mut recovering = s.start("recover");
+    s.wait_for(&model(300, Some(1)), &mut recovering, "recover");
+    s.drain(&mut recovering, "recover");
+    assert_eq!(s.rows().unwrap(), model(300, Some(1)));
+    s.assert_offsets_at_end(3);
+}
+
 /// SIGKILLs a process that must still be running, and checks that it died of it.
 fn sigkill(child: &mut Child, log: &str) {
     use std::os::unix::process::ExitStatusExt as _;
