@@ -448,6 +448,26 @@ table = "{table}"
             .expect("start floe")
     }
 
+    /// Runs `floe run` as `tag` with the crash point `point` armed (`FLOE_TEST_ABORT_AT`), and
+    /// checks that it aborted there.
+    pub(crate) fn run_until_abort(&self, point: &str, tag: &str) {
+        let log = std::fs::File::create(self.root.join(format!("floe-{tag}.log"))).unwrap();
+        let mut child = self
+            .command(&["run"])
+            .env("FLOE_TEST_ABORT_AT", point)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let status = wait_exit(&mut child, Duration::from_secs(60));
+        assert!(!status.success(), "expected an abort: {}", self.log(tag));
+        assert!(
+            self.log(tag).contains(&format!("aborting at {point}")),
+            "{}",
+            self.log(tag)
+        );
+    }
+
     /// `floe <args> --config <config>` with the fixtures' credentials, as a container runs it.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         self.target.command(&self.config, args)
@@ -758,34 +778,16 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
             1 => Some("table-committed"),
             _ => None,
         };
-        let mut crashing = match fault {
-            Some(point) => {
-                let log = std::fs::File::create(s.root.join(format!("floe-{tag}.log"))).unwrap();
-                s.command(&["run"])
-                    .env("FLOE_TEST_ABORT_AT", point)
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .unwrap()
-            }
-            None => s.start(&tag),
-        };
         match fault {
-            Some(_) => {
-                let status = wait_exit(&mut crashing, Duration::from_secs(60));
-                assert!(!status.success(), "expected an abort: {}", s.log(&tag));
-                assert!(s.log(&tag).contains("aborting at"), "{}", s.log(&tag));
-            }
+            Some(point) => s.run_until_abort(point, &tag),
             None => {
+                let mut crashing = s.start(&tag);
                 std::thread::sleep(Duration::from_millis(200 + rng.next(1500)));
                 sigkill(&mut crashing, &s.log(&tag));
-                kills += 1;
             }
         }
-        if fault.is_some() {
-            // The abort was checked above: a failed exit with "aborting at" in its log.
-            kills += 1;
-        }
+        // Either way the process died: checked above (an abort at the point, or SIGKILL).
+        kills += 1;
         await_eviction();
         // The next process must bring the table to exactly this round's state; then it dies too.
         let tag = format!("r{round}-recover");
@@ -825,21 +827,7 @@ fn killed_right_after_building_the_key_index_the_table_stays_exact() {
     s.drain(&mut first, "first");
     // Updates of rows the table holds: the next process builds the index for its first commit.
     produce(&s.brokers, &s.topic, 300, 3, Some(1));
-    let log = std::fs::File::create(s.root.join("floe-aborted.log")).unwrap();
-    let mut aborting = s
-        .command(&["run"])
-        .env("FLOE_TEST_ABORT_AT", "index-built")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let status = wait_exit(&mut aborting, Duration::from_secs(60));
-    assert!(!status.success(), "expected an abort: {}", s.log("aborted"));
-    assert!(
-        s.log("aborted").contains("aborting at index-built"),
-        "{}",
-        s.log("aborted")
-    );
+    s.run_until_abort("index-built", "aborted");
     await_eviction();
     let mut recovering = s.start("recover");
     s.wait_for(&model(300, Some(1)), &mut recovering, "recover");
