@@ -24,7 +24,7 @@ use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use floe::catalog::LoadedTable;
 use floe::catalog::local::LocalCatalog;
-use floe::commit::index::KeyIndex;
+use floe::commit::index::{KeyIndex, WrittenFile};
 use floe::commit::{
     CommitEngine, CommitSettings, CommittedOffsets, FileSettings, OP_COLUMN, TableChanges,
     TableSpec,
@@ -110,7 +110,11 @@ fn memory() {
                     .apply(
                         &[],
                         &keys,
-                        &[(format!("file-{start}.parquet"), len as u64)],
+                        &[WrittenFile {
+                            path: &format!("file-{start}.parquet"),
+                            rows: len as u64,
+                            bytes: 0,
+                        }],
                         1,
                         false,
                     )

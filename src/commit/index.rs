@@ -69,7 +69,8 @@ pub struct KeyIndex {
     key_types: Vec<DataType>,
     /// Arrow's row format for keys that are not one integer column.
     converter: Option<RowConverter>,
-    files: Vec<Arc<str>>,
+    /// Path and size of each data file the index points into.
+    files: Vec<(Arc<str>, u64)>,
     file_ids: HashMap<Arc<str>, u32>,
     rows: KeyMap,
     /// Keys the table holds more than once (written before Floe kept an index, or by another
@@ -171,6 +172,14 @@ impl KeyMap {
 pub struct PositionDelete {
     pub file_path: Arc<str>,
     pub pos: i64,
+}
+
+/// A data file a commit wrote: where, how many rows, how many bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct WrittenFile<'a> {
+    pub path: &'a str,
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 /// The key columns of `schema` (identifier fields) as Arrow types, in identifier order.
@@ -349,7 +358,7 @@ impl KeyIndex {
                         .collect()
                 })
                 .unwrap_or_default();
-            let file = index.file_id(path);
+            let file = index.file_id(path, *size);
             let mut pos: u64 = 0;
             for batch in read_columns(table, path, *size, &key_ids).await? {
                 let keys = index.keys(batch.columns()).map_err(|e| read(path, &e))?;
@@ -404,13 +413,13 @@ impl KeyIndex {
             .map_err(|e| format!("primary key: {e}"))
     }
 
-    fn file_id(&mut self, path: &str) -> u32 {
+    fn file_id(&mut self, path: &str, size: u64) -> u32 {
         if let Some(id) = self.file_ids.get(path) {
             return *id;
         }
         let id = self.files.len() as u32;
         let path: Arc<str> = Arc::from(path);
-        self.files.push(path.clone());
+        self.files.push((path.clone(), size));
         self.file_ids.insert(path, id);
         id
     }
@@ -491,7 +500,7 @@ impl KeyIndex {
         let mut deletes: Vec<PositionDelete> = found
             .into_iter()
             .map(|l| PositionDelete {
-                file_path: self.files[l.file as usize].clone(),
+                file_path: self.files[l.file as usize].0.clone(),
                 pos: i64::from(l.pos),
             })
             .collect();
@@ -502,13 +511,13 @@ impl KeyIndex {
 
     /// Brings the index to what a commit of this engine did: the rows of `removed` keys are
     /// gone, the rows of `written` (key columns of the new rows, in the order they were
-    /// written) are in `files` (path and row count, in write order); the table is now at
+    /// written) are in `files` (in write order); the table is now at
     /// `snapshot_id`. `replace_all`: the commit replaced every row of the table.
     pub fn apply(
         &mut self,
         removed: &[ArrayRef],
         written: &[ArrayRef],
-        files: &[(String, u64)],
+        files: &[WrittenFile<'_>],
         snapshot_id: i64,
         replace_all: bool,
     ) -> Result<(), String> {
@@ -529,7 +538,7 @@ impl KeyIndex {
         } else {
             written[0].len()
         };
-        let in_files: u64 = files.iter().map(|(_, n)| *n).sum();
+        let in_files: u64 = files.iter().map(|f| f.rows).sum();
         if in_files != written_rows as u64 {
             return Err(format!(
                 "the data files hold {in_files} rows, the commit wrote {written_rows}"
@@ -538,9 +547,9 @@ impl KeyIndex {
         if written_rows > 0 {
             let keys = self.keys(written)?;
             let mut row = 0;
-            for (path, count) in files {
-                let file = self.file_id(path);
-                for pos in 0..*count {
+            for written in files {
+                let file = self.file_id(written.path, written.bytes);
+                for pos in 0..written.rows {
                     self.insert(
                         keys.get(row),
                         Location {
@@ -563,7 +572,7 @@ impl KeyIndex {
         self.rows.table_bytes()
             + self.spilled_bytes
             + self.extra.len() * (slot + 64)
-            + self.files.iter().map(|p| p.len() + 48).sum::<usize>()
+            + self.files.iter().map(|(p, _)| p.len() + 56).sum::<usize>()
     }
 }
 
@@ -582,10 +591,8 @@ impl KeyIndex {
         for group in found.chunk_by(|a, b| a.file_path == b.file_path) {
             let path = &*group[0].file_path;
             let read = |e: &dyn std::fmt::Display| format!("{path}: {e}");
-            let input = table.file_io.new_input(path).map_err(|e| read(&e))?;
-            let meta = input.metadata().await.map_err(|e| read(&e))?;
-            let reader = ArrowFileReader::new(meta, input.reader().await.map_err(|e| read(&e))?);
-            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            let size = self.file_ids.get(path).map(|id| self.files[*id as usize].1);
+            let builder = open_parquet(table, path, size.expect("located files are indexed"))
                 .await
                 .map_err(|e| read(&e))?;
             let total = builder.metadata().file_metadata().num_rows() as usize;
@@ -644,6 +651,22 @@ impl KeyIndex {
     }
 }
 
+/// A reader of the Parquet file at `path` (of `size` bytes) in the table's storage.
+async fn open_parquet(
+    table: &LoadedTable,
+    path: &str,
+    size: u64,
+) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>, String> {
+    let input = table.file_io.new_input(path).map_err(|e| e.to_string())?;
+    let reader = ArrowFileReader::new(
+        FileMetadata { size },
+        input.reader().await.map_err(|e| e.to_string())?,
+    );
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Reads the top-level columns with these field ids of a Parquet file, in this order.
 async fn read_columns(
     table: &LoadedTable,
@@ -652,12 +675,7 @@ async fn read_columns(
     field_ids: &[i32],
 ) -> Result<Vec<RecordBatch>, IndexError> {
     let read = |e: &dyn std::fmt::Display| IndexError::Read(format!("{path}: {e}"));
-    let input = table.file_io.new_input(path).map_err(|e| read(&e))?;
-    let reader = ArrowFileReader::new(
-        FileMetadata { size },
-        input.reader().await.map_err(|e| read(&e))?,
-    );
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+    let builder = open_parquet(table, path, size)
         .await
         .map_err(|e| read(&e))?;
     let roots = builder.parquet_schema().root_schema().get_fields();
@@ -710,6 +728,14 @@ mod tests {
         ]
     }
 
+    fn file(path: &str, rows: u64) -> WrittenFile<'_> {
+        WrittenFile {
+            path,
+            rows,
+            bytes: 100,
+        }
+    }
+
     fn at(path: &str, pos: i64) -> PositionDelete {
         PositionDelete {
             file_path: Arc::from(path),
@@ -725,7 +751,7 @@ mod tests {
             .apply(
                 &[],
                 &longs(&[10, 11, 12]),
-                &[("a".into(), 2), ("b".into(), 1)],
+                &[file("a", 2), file("b", 1)],
                 1,
                 false,
             )
@@ -738,13 +764,7 @@ mod tests {
         );
         // 11 is updated (its old row removed, the new one in c), 12 deleted.
         index
-            .apply(
-                &longs(&[11, 12]),
-                &longs(&[11]),
-                &[("c".into(), 1)],
-                2,
-                false,
-            )
+            .apply(&longs(&[11, 12]), &longs(&[11]), &[file("c", 1)], 2, false)
             .unwrap();
         assert_eq!(
             index.locate(&longs(&[10, 11, 12])).unwrap(),
@@ -754,7 +774,7 @@ mod tests {
         // A commit whose files do not hold the rows it wrote is refused.
         assert!(
             index
-                .apply(&[], &longs(&[13]), &[("d".into(), 2)], 3, false)
+                .apply(&[], &longs(&[13]), &[file("d", 2)], 3, false)
                 .is_err()
         );
     }
@@ -764,13 +784,11 @@ mod tests {
         let types = vec![DataType::Utf8, DataType::Int32];
         let mut index = KeyIndex::empty(uuid::Uuid::nil(), None, vec![1, 2], types).unwrap();
         let keys = pairs(&[("x", 1), ("x", 2), ("a-key-longer-than-sixteen-bytes", 1)]);
-        index
-            .apply(&[], &keys, &[("a".into(), 3)], 1, false)
-            .unwrap();
+        index.apply(&[], &keys, &[file("a", 3)], 1, false).unwrap();
         assert!(index.memory_bytes() > 0);
         // Another writer's second row for ("x", 1): both rows are found, then both go.
         index
-            .apply(&[], &pairs(&[("x", 1)]), &[("b".into(), 1)], 2, false)
+            .apply(&[], &pairs(&[("x", 1)]), &[file("b", 1)], 2, false)
             .unwrap();
         assert_eq!(index.duplicated_keys(), 1);
         assert_eq!(
@@ -790,7 +808,7 @@ mod tests {
         );
         // A truncating commit replaces every row.
         index
-            .apply(&[], &pairs(&[("y", 1)]), &[("c".into(), 1)], 4, true)
+            .apply(&[], &pairs(&[("y", 1)]), &[file("c", 1)], 4, true)
             .unwrap();
         assert_eq!(index.len(), 1);
         assert_eq!(index.locate(&pairs(&[("x", 2)])).unwrap(), []);

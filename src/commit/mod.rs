@@ -185,6 +185,13 @@ struct IndexSlot {
     fallback: Option<String>,
 }
 
+impl IndexSlot {
+    /// The index a commit in `mode` finds old rows with (none in equality mode).
+    fn usable(&self, mode: DeleteMode) -> Option<&index::KeyIndex> {
+        self.index.as_ref().filter(|_| mode == DeleteMode::Position)
+    }
+}
+
 impl CommitEngine {
     pub fn new(catalog: Arc<dyn TableCatalog>, settings: CommitSettings) -> Self {
         CommitEngine {
@@ -366,11 +373,11 @@ impl CommitEngine {
         if spec.deletes == DeleteMode::Position && !key_columns.is_empty() {
             self.ensure_index(&mut slot, &base).await?;
         }
-        let indexed = slot.index.is_some() && spec.deletes == DeleteMode::Position;
+        let indexed = slot.usable(spec.deletes).is_some();
 
         let (combined, unresolved) = toast::resolve(
             (!truncating).then_some(&base),
-            slot.index.as_ref().filter(|_| indexed),
+            slot.usable(spec.deletes),
             &target,
             combined,
             &ops,
@@ -424,7 +431,7 @@ impl CommitEngine {
         };
         let (mut delete_files, mut keys_deleted) = self
             .delete_files(
-                &slot,
+                slot.usable(spec.deletes),
                 &base,
                 &merged.deletes,
                 &removed_keys,
@@ -490,7 +497,7 @@ impl CommitEngine {
                 self.ensure_index(&mut slot, &base).await?;
                 (delete_files, keys_deleted) = self
                     .delete_files(
-                        &slot,
+                        slot.usable(spec.deletes),
                         &base,
                         &merged.deletes,
                         &removed_keys,
@@ -503,9 +510,13 @@ impl CommitEngine {
         };
 
         if indexed && let Some(index) = slot.index.as_mut() {
-            let written: Vec<(String, u64)> = data_files
+            let written: Vec<index::WrittenFile<'_>> = data_files
                 .iter()
-                .map(|f| (f.file_path().to_string(), f.record_count()))
+                .map(|f| index::WrittenFile {
+                    path: f.file_path(),
+                    rows: f.record_count(),
+                    bytes: f.file_size_in_bytes(),
+                })
                 .collect();
             if let Err(e) = index.apply(&removed_keys, &written_keys, &written, landed, truncating)
             {
@@ -614,18 +625,18 @@ impl CommitEngine {
     }
 
     /// The delete files that remove the old rows of `deletes`' keys: position deletes from
-    /// the key index when the table has one, equality deletes otherwise. Returns them and the
-    /// number of rows (or keys) they remove.
+    /// `index` when there is one, equality deletes otherwise. Returns them and the number of
+    /// rows (or keys) they remove.
     async fn delete_files(
         &self,
-        slot: &IndexSlot,
+        index: Option<&index::KeyIndex>,
         base: &LoadedTable,
         deletes: &Option<RecordBatch>,
         keys: &[ArrayRef],
         truncating: bool,
         file_prefix: &str,
     ) -> Result<(Vec<iceberg::spec::DataFile>, u64), String> {
-        match (&slot.index, deletes) {
+        match (index, deletes) {
             // A truncating commit replaces every file: nothing older to remove.
             (Some(_), _) if truncating => Ok((Vec::new(), 0)),
             (Some(index), Some(_)) => {
