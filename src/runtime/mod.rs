@@ -35,7 +35,7 @@ use crate::commit::{
     CommitEngine, CommitError, CommitSettings, CommittedOffsets, FileSettings, TableChanges,
     TableSpec,
 };
-use crate::config::{Config, TableName, TopicSelection};
+use crate::config::{Config, StartFrom, TableName, TopicSelection};
 use crate::decode::{
     BatchPart, Decoded, Decoder, ErrorPolicy, KafkaPosition, KafkaRecord, PolicyError,
 };
@@ -303,12 +303,7 @@ impl Runtime {
                         ?partitions,
                         "partitions revoked: dropping uncommitted work; it will be re-read"
                     );
-                    let tables = std::mem::take(&mut self.tables);
-                    for state in tables.into_values() {
-                        for delta in &state.staged {
-                            self.stager.delete(delta).await;
-                        }
-                    }
+                    self.drop_uncommitted().await;
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     tracing::info!(?partitions, "partitions assigned");
@@ -324,6 +319,18 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Forgets every table's buffered and staged work (whoever owns the partitions next reads
+    /// it again from the offsets the tables hold) and removes the staged files.
+    async fn drop_uncommitted(&mut self) {
+        let tables = std::mem::take(&mut self.tables);
+        for state in tables.into_values() {
+            for delta in &state.staged {
+                self.stager.delete(delta).await;
+            }
+        }
+        self.update_buffer_gauges();
     }
 
     /// Seeks each newly assigned (and paused) partition to the next offset its table needs,
@@ -342,6 +349,7 @@ impl Runtime {
         }
         let mut resume = TopicPartitionList::new();
         let mut positioned = CommittedOffsets::default();
+        let mut unheld = Vec::new();
         for (table, parts) in by_table {
             let held = self.table_offsets(&table).await?;
             for (topic, partition) in parts {
@@ -349,14 +357,70 @@ impl Runtime {
                     self.seek_when_started(topic, partition, next).await?;
                     positioned.advance(topic, partition, next);
                     tracing::info!(%table, topic, partition, offset = next, "starting at the table's offset");
+                } else {
+                    unheld.push((topic, partition));
                 }
                 resume.add_partition(topic, partition);
             }
+        }
+        if self.config.kafka.start_from == StartFrom::Latest {
+            self.pin_latest(&unheld, &mut positioned).await?;
         }
         self.consumer.resume(&resume)?;
         // The group learns what the tables hold (a crash may have kept it from hearing), so
         // its lag is right even before anything new arrives.
         self.commit_kafka_offsets(&positioned);
+        Ok(())
+    }
+
+    /// With `start_from = "latest"`, a partition that neither its table nor the group holds an
+    /// offset for starts at its current end, and the group is told so at once: otherwise a
+    /// member that dies or loses the partition before its table's first commit leaves the next
+    /// owner starting at a later end, and what came between is never read.
+    async fn pin_latest(
+        &self,
+        partitions: &[(&str, i32)],
+        positioned: &mut CommittedOffsets,
+    ) -> Result<(), RuntimeError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        let wanted: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|(t, p)| (t.to_string(), *p))
+            .collect();
+        // Both calls block on the broker: off the async thread.
+        let ends = tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in &wanted {
+                tpl.add_partition(topic, *partition);
+            }
+            let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
+            let mut ends = Vec::new();
+            for (topic, partition) in wanted {
+                let has_offset = committed
+                    .find_partition(&topic, partition)
+                    .is_some_and(|p| matches!(p.offset(), Offset::Offset(_)));
+                if !has_offset {
+                    let (_, high) = consumer.fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)?;
+                    ends.push((topic, partition, high));
+                }
+            }
+            Ok::<_, rdkafka::error::KafkaError>(ends)
+        })
+        .await
+        .map_err(|e| RuntimeError::Setup(format!("reading partition ends: {e}")))??;
+        for (topic, partition, end) in ends {
+            self.seek_when_started(&topic, partition, end).await?;
+            positioned.advance(&topic, partition, end);
+            tracing::info!(
+                topic,
+                partition,
+                offset = end,
+                "starting at the partition's end (start_from = latest); the group holds it from now"
+            );
+        }
         Ok(())
     }
 
@@ -571,12 +635,29 @@ impl Runtime {
         self.flush_all().await?;
         let tables: Vec<TableName> = self.tables.keys().cloned().collect();
         for table in tables {
-            let state = &self.tables[&table];
+            let Some(state) = self.tables.get(&table) else {
+                continue;
+            };
             if state.staged.is_empty() && state.staged_offsets.is_empty() {
                 continue;
             }
             if !force && state.retry_at.is_some_and(|t| Instant::now() < t) {
                 continue;
+            }
+            fault::pause("table-commit");
+            // A round of slow commits may outlast `max.poll.interval.ms` (or the session): the
+            // group then gives the partitions to another member, which re-reads this work from
+            // the tables' offsets. This member must not commit it as well.
+            if self.consumer.assignment_lost() {
+                tracing::warn!(
+                    %table,
+                    "this member lost its partitions to the group (max.poll.interval.ms or the \
+                     session lapsed during the commit round): dropping uncommitted work; the \
+                     partitions' next owner re-reads it"
+                );
+                self.metrics.error("commit", "assignment_lost");
+                self.drop_uncommitted().await;
+                return Ok(());
             }
             match self.commit_table(&table).await {
                 Ok(()) => {}
@@ -743,6 +824,9 @@ async fn register_table(
     }
     Ok(())
 }
+
+/// How long a blocking call to the brokers (committed offsets, watermarks) may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an assigned partition may take to start fetching before its seek gives up.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(30);

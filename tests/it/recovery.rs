@@ -8,7 +8,9 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::runtime::{Setup, Target, block_on, model, produce, signal, wait_exit};
+use crate::runtime::{
+    Setup, Target, await_eviction, block_on, model, produce, sigkill, signal, wait_exit,
+};
 use crate::support;
 
 /// Commits the group's offsets at the end of each partition, as a tool resetting the group to
@@ -60,6 +62,90 @@ fn a_group_offset_past_what_the_table_holds_does_not_skip_changes() {
         "each partition starts at the table's offset:\n{log}"
     );
     s.assert_offsets_at_end(2);
+}
+
+/// With `start_from = "latest"`, a member that dies before its table's first commit must leave
+/// the group holding where it started reading: the next member reads on from there, so every
+/// change that came after the first member started is applied, and none from before.
+#[test]
+fn with_start_from_latest_a_member_killed_before_its_first_commit_loses_nothing() {
+    let s = Setup::build(
+        "latest",
+        "interval = \"300ms\"\ncommit_interval = \"120s\"",
+        "enabled = false",
+        Target::Local,
+    );
+    s.set_kafka("start_from = \"latest\"");
+    // What the topic held before Floe first started: `latest` skips it.
+    produce(&s.brokers, &s.topic, 300, 3, None);
+    let mut first = s.start("first");
+    s.wait_for_log(&mut first, "first", "partitions assigned", 1);
+    // Time to settle each partition's start position.
+    std::thread::sleep(Duration::from_secs(2));
+    // An update of every row: read by the first member, never committed (the commit
+    // interval is far away).
+    produce(&s.brokers, &s.topic, 300, 3, Some(1));
+    std::thread::sleep(Duration::from_secs(2));
+    sigkill(&mut first, &s.log("first"));
+    assert!(
+        !s.log("first").contains("\"committed\""),
+        "the first member must die before committing:\n{}",
+        s.log("first")
+    );
+    // Waits out the session so the dead member leaves the group.
+    await_eviction();
+    s.edit_config("commit_interval = \"120s\"", "commit_interval = \"1s\"");
+    let mut second = s.start("second");
+    s.wait_for(&model(300, Some(1)), &mut second, "second");
+    s.drain(&mut second, "second");
+    assert_eq!(s.rows().unwrap(), model(300, Some(1)));
+    s.assert_offsets_at_end(3);
+}
+
+/// A commit round that outlasts `max.poll.interval.ms` (here a test pause standing for a slow
+/// catalog) costs the member its partitions: the group may already have given them to another
+/// member, which re-reads the work from the table's offsets. The member must not commit that
+/// work as well: it drops it, rejoins, reads again and only then commits.
+#[test]
+fn a_member_that_lost_its_partitions_during_a_slow_commit_does_not_commit_for_them() {
+    let s = Setup::build(
+        "lost",
+        "interval = \"300ms\"\ncommit_interval = \"1s\"",
+        "enabled = false",
+        Target::Local,
+    );
+    produce(&s.brokers, &s.topic, 300, 3, None);
+    // 12 s, past the 8 s `max.poll.interval.ms` the tests configure.
+    let mut floe = s.spawn_with(
+        &["run"],
+        "a",
+        &[("FLOE_TEST_PAUSE_AT", "table-commit:12000")],
+    );
+    s.wait_for(&model(300, None), &mut floe, "a");
+    s.drain(&mut floe, "a");
+    assert_eq!(s.rows().unwrap(), model(300, None));
+    s.assert_offsets_at_end(3);
+    let log = s.log("a");
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("{what:?} not logged:\n{log}"))
+    };
+    let resumed = at("resuming after table-commit");
+    let lost = at("lost its partitions");
+    let first_commit = at("\"committed\"");
+    let reassigned = log
+        .match_indices("partitions assigned")
+        .nth(1)
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("never assigned again:\n{log}"));
+    assert!(
+        resumed < lost,
+        "the lost assignment is noticed after the pause:\n{log}"
+    );
+    assert!(
+        lost < reassigned && reassigned < first_commit,
+        "the first commit comes only after the partitions were assigned again:\n{log}"
+    );
 }
 
 /// A child process that is ended when the test ends, passing or not.

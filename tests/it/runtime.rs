@@ -83,7 +83,7 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// After a SIGKILL: the broker must evict the dead member before the next one joins. tansu
 /// 0.6 never evicts a member that dies while a rebalance waits for another dead member, so
 /// the tests let each eviction finish before they start the next process.
-fn await_eviction() {
+pub(crate) fn await_eviction() {
     std::thread::sleep(SESSION_TIMEOUT + Duration::from_millis(700));
 }
 
@@ -440,8 +440,14 @@ table = "{table}"
 
     /// `floe <args> --config <config>` in the background, logging to `floe-<tag>.log`.
     pub(crate) fn spawn(&self, args: &[&str], tag: &str) -> Child {
+        self.spawn_with(args, tag, &[])
+    }
+
+    /// As [`Setup::spawn`], with extra environment variables (test pauses, crash points).
+    pub(crate) fn spawn_with(&self, args: &[&str], tag: &str, env: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.root.join(format!("floe-{tag}.log"))).unwrap();
         self.command(args)
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(self.root.join(format!("floe-{tag}.out"))).unwrap())
             .stderr(log)
             .spawn()
@@ -471,6 +477,38 @@ table = "{table}"
     /// `floe <args> --config <config>` with the fixtures' credentials, as a container runs it.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         self.target.command(&self.config, args)
+    }
+
+    /// Replaces `from` by `to` in the config file.
+    pub(crate) fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(
+            text.contains(from),
+            "{from:?} is not in the config:\n{text}"
+        );
+        std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Adds `line` to the config's `[kafka]` table.
+    pub(crate) fn set_kafka(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replacen("[kafka]\n", &format!("[kafka]\n{line}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Waits until `floe-<tag>.log` holds `what` at least `count` times (60 s at most).
+    pub(crate) fn wait_for_log(&self, child: &mut Child, tag: &str, what: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.log(tag).matches(what).count() >= count {
+                return;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("floe exited early ({status}):\n{}", self.log(tag));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{what:?} never logged {count} times:\n{}", self.log(tag));
     }
 
     pub(crate) fn log(&self, tag: &str) -> String {
@@ -837,7 +875,7 @@ fn killed_right_after_building_the_key_index_the_table_stays_exact() {
 }
 
 /// SIGKILLs a process that must still be running, and checks that it died of it.
-fn sigkill(child: &mut Child, log: &str) {
+pub(crate) fn sigkill(child: &mut Child, log: &str) {
     use std::os::unix::process::ExitStatusExt as _;
     assert!(
         child.try_wait().unwrap().is_none(),
