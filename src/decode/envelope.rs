@@ -797,6 +797,23 @@ fn key_values(
             schema.key_fields[i].name
         )));
     }
+    // Debezium's record key and row image name the same row. A record whose two disagree
+    // would write one row and delete (or merge with) another: refused.
+    if key.from_record
+        && key.payload.is_some()
+        && let Some(row) = image
+    {
+        for (k, &i) in schema.primary_key().iter().enumerate() {
+            let (from_key, from_row) = (&values[k], row.get(i).unwrap_or(&Datum::Null));
+            let comparable = std::mem::discriminant(from_key) == std::mem::discriminant(from_row);
+            if comparable && from_key != from_row {
+                return Err(missing(format!(
+                    "the record key has `{}` = {from_key:?} while the row image has {from_row:?}",
+                    schema.key_fields[k].name
+                )));
+            }
+        }
+    }
     Ok(values)
 }
 

@@ -87,7 +87,14 @@ impl ErrorPolicy {
             ErrorsConfig::Fail => Action::Fail,
             ErrorsConfig::Skip => Action::Skip,
             ErrorsConfig::Dlq { topic } => {
-                let producer = client_config(kafka)
+                let mut config = client_config(kafka);
+                if config.get("message.max.bytes").is_none() {
+                    // A dead letter is as large as the record it carries, which the broker
+                    // accepted into the source topic: librdkafka's 1 MB default would refuse
+                    // it (the dead-letter topic's own limit still applies).
+                    config.set("message.max.bytes", "1000000000");
+                }
+                let producer = config
                     // Every dead letter is awaited one by one, so batching only adds latency.
                     .set("linger.ms", "0")
                     .set("acks", "all")

@@ -870,6 +870,10 @@ fn malformed_input_gives_exact_errors() {
             "malformed JSON in the record key: expected value at line 1 column 1; a Debezium record key is a JSON object (the key struct)",
         ),
         (
+            "key_does_not_match_the_row",
+            "table cdc.customers is keyed by (id) but the record key has `id` = Int(1005) while the row image has Int(1004)",
+        ),
+        (
             "tombstone_without_key",
             "the record key has no usable `key`: a tombstone (null value) without a key deletes nothing",
         ),

@@ -251,6 +251,7 @@ impl Runtime {
                             }
                         }
                         Err(e) => {
+                            self.metrics.error("consume", "kafka");
                             tracing::warn!(error = %e, "kafka consumer error; retrying");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }

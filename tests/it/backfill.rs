@@ -17,7 +17,11 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn run(s: &Setup, args: &[&str]) -> Output {
-    s.command(args).output().expect("run floe")
+    let out = s.command(args).output().expect("run floe");
+    let secret = s.target.credentials().1;
+    support::assert_no_secret(&text(&out.stdout), &secret, "stdout");
+    support::assert_no_secret(&text(&out.stderr), &secret, "stderr");
+    out
 }
 
 /// The report line of `table`: (records, rows, files, status).
@@ -51,7 +55,7 @@ fn backfill_and_continue(name: &str, target: Target) -> Setup {
     assert!(rows >= 240, "{stdout}");
     assert!(files >= 1, "{stdout}");
     assert_eq!(status, "ok");
-    assert_eq!(s.rows().unwrap(), model(300, None));
+    s.assert_rows(&model(300, None));
 
     produce(&s.brokers, &s.topic, 300, 3, Some(2));
     let out = run(&s, &["backfill"]);
@@ -59,7 +63,7 @@ fn backfill_and_continue(name: &str, target: Target) -> Setup {
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let (records, rows, _, _) = report_line(&stdout, &table);
     assert_eq!((records, rows), (240, 240), "{stdout}");
-    assert_eq!(s.rows().unwrap(), model(300, Some(2)));
+    s.assert_rows(&model(300, Some(2)));
     s
 }
 
@@ -71,7 +75,7 @@ fn backfills_into_the_local_catalog_and_continues_from_the_table() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (records, rows, files, _) = report_line(&text(&out.stdout), &s.target.table());
     assert_eq!((records, rows, files), (0, 0, 0));
-    assert_eq!(s.rows().unwrap(), model(300, Some(2)));
+    s.assert_rows(&model(300, Some(2)));
 }
 
 #[test]
@@ -118,7 +122,7 @@ fn backfills_into_a_rest_catalog() {
         stdout.contains(": commit: a commit without changes succeeded"),
         "{stdout}"
     );
-    assert_eq!(s.rows().unwrap(), model(300, Some(2)));
+    s.assert_rows(&model(300, Some(2)));
 }
 
 /// The lines of `floe check` output that are not ok, as "<outcome> <check>: <detail>".
@@ -176,7 +180,7 @@ fn drop_and_recreate_replaces_a_table_with_other_data_and_an_older_schema() {
     let want: Vec<Value> = (1..=400)
         .map(|i: i64| json!([i, format!("user{i}.v0@example.com"), format!("{}.00", i)]))
         .collect();
-    assert_eq!(s.rows().unwrap(), Value::Array(want));
+    s.assert_rows(&Value::Array(want));
     let mut args = vec!["pyiceberg-sql", "--files"];
     args.extend(catalog.iter().map(String::as_str));
     let info = support::iceberg_read(&args);
@@ -232,7 +236,7 @@ fn a_killed_backfill_run_again_ends_with_the_same_table() {
     // 3000 inserts, 1000 updates, 600 deletes and 600 tombstones in all; the last run read
     // only what the table did not hold yet.
     assert!(records < 5200, "{stdout}");
-    assert_eq!(s.rows().unwrap(), model(3000, None));
+    s.assert_rows(&model(3000, None));
 }
 
 /// `floe check` against moto: a staging bucket that does not exist, then one without an

@@ -9,6 +9,7 @@ mod commit;
 mod commit_format;
 mod decode;
 mod fixtures;
+mod policy;
 mod recovery;
 mod runtime;
 mod support;

@@ -8,9 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::runtime::{
-    Setup, Target, await_eviction, block_on, model, produce, sigkill, signal, wait_exit,
-};
+use crate::runtime::{Setup, Target, await_eviction, block_on, model, produce, signal, wait_exit};
 use crate::support;
 
 /// Commits the group's offsets at the end of each partition, as a tool resetting the group to
@@ -54,7 +52,7 @@ fn a_group_offset_past_what_the_table_holds_does_not_skip_changes() {
     let mut second = s.start("b");
     s.wait_for(&model(200, Some(2)), &mut second, "b");
     s.drain(&mut second, "b");
-    assert_eq!(s.rows().unwrap(), model(200, Some(2)));
+    s.assert_rows(&model(200, Some(2)));
     let log = s.log("b");
     assert_eq!(
         log.matches("starting at the table's offset").count(),
@@ -86,7 +84,7 @@ fn with_start_from_latest_a_member_killed_before_its_first_commit_loses_nothing(
     // interval is far away).
     produce(&s.brokers, &s.topic, 300, 3, Some(1));
     std::thread::sleep(Duration::from_secs(2));
-    sigkill(&mut first, &s.log("first"));
+    s.kill(&mut first, "first");
     assert!(
         !s.log("first").contains("\"committed\""),
         "the first member must die before committing:\n{}",
@@ -98,7 +96,7 @@ fn with_start_from_latest_a_member_killed_before_its_first_commit_loses_nothing(
     let mut second = s.start("second");
     s.wait_for(&model(300, Some(1)), &mut second, "second");
     s.drain(&mut second, "second");
-    assert_eq!(s.rows().unwrap(), model(300, Some(1)));
+    s.assert_rows(&model(300, Some(1)));
     s.assert_offsets_at_end(3);
 }
 
@@ -123,7 +121,7 @@ fn a_member_that_lost_its_partitions_during_a_slow_commit_does_not_commit_for_th
     );
     s.wait_for(&model(300, None), &mut floe, "a");
     s.drain(&mut floe, "a");
-    assert_eq!(s.rows().unwrap(), model(300, None));
+    s.assert_rows(&model(300, None));
     s.assert_offsets_at_end(3);
     let log = s.log("a");
     let at = |what: &str| {
@@ -165,23 +163,11 @@ fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
     const FAILURES: usize = 8;
     let target = block_on(Target::s3tables());
     let (moto, staging_bucket) = target.moto_staging();
-    let mut proxy = Stopped(
-        Command::new(support::python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/support/flaky_s3.py"
-            ))
-            .args(["--upstream", &moto, "--fail", &FAILURES.to_string()])
-            .args(["--method", "PUT", "--path-prefix"])
-            .arg(format!("/{staging_bucket}/deltas/"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let (proxy, out, port) = FlakyProxy::start(
+        &moto,
+        &["--fail", &FAILURES.to_string(), "--method", "PUT"],
+        &format!("/{staging_bucket}/deltas/"),
     );
-    let mut out = BufReader::new(proxy.0.stdout.take().unwrap());
-    let mut port = String::new();
-    out.read_line(&mut port).unwrap();
-    let port: u16 = port.trim().parse().expect("the proxy prints its port");
 
     let s = Setup::build(
         "stage_retry",
@@ -206,9 +192,7 @@ fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
     let mut floe = s.stream_sample(200, 2);
     signal(&floe, "-TERM");
     let status = wait_exit(&mut floe, Duration::from_secs(30));
-    drop(proxy);
-    let mut injected = String::new();
-    out.read_to_string(&mut injected).unwrap();
+    let injected = injected(proxy, out);
     assert!(status.success(), "{}", s.log("a"));
     assert_eq!(
         injected.matches("injected 503 PUT").count(),
@@ -220,6 +204,321 @@ fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
         log.contains("staging call failed; retrying"),
         "the retries are logged:\n{log}"
     );
-    assert_eq!(s.rows().unwrap(), model(200, None));
+    s.assert_rows(&model(200, None));
     s.assert_offsets_at_end(2);
+}
+
+/// `tests/support/flaky_s3.py` in front of `upstream`: failing the requests `args` and
+/// `path_prefix` select. Returns the process, its output (one line per failed request) and
+/// its port.
+struct FlakyProxy;
+
+impl FlakyProxy {
+    fn start(
+        upstream: &str,
+        args: &[&str],
+        path_prefix: &str,
+    ) -> (Stopped, BufReader<std::process::ChildStdout>, u16) {
+        let mut proxy = Stopped(
+            Command::new(support::python())
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/support/flaky_s3.py"
+                ))
+                .args(["--upstream", upstream])
+                .args(args)
+                .args(["--path-prefix", path_prefix])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = BufReader::new(proxy.0.stdout.take().unwrap());
+        let mut port = String::new();
+        out.read_line(&mut port).unwrap();
+        let port: u16 = port.trim().parse().expect("the proxy prints its port");
+        (proxy, out, port)
+    }
+}
+
+/// What the proxy failed, once it is stopped.
+fn injected(proxy: Stopped, mut out: BufReader<std::process::ChildStdout>) -> String {
+    drop(proxy);
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// S3 answers every staging write with 503 for longer than Floe's retry budget (about a
+/// minute): the run stops with an error naming the staging location (it cannot buffer without
+/// bound), having committed nothing it did not stage; a restart once S3 is back loses nothing.
+#[test]
+fn staging_unavailable_beyond_the_retry_budget_stops_the_run_and_a_restart_loses_nothing() {
+    let target = block_on(Target::s3tables());
+    let (moto, staging_bucket) = target.moto_staging();
+    let (proxy, out, port) = FlakyProxy::start(
+        &moto,
+        &["--fail-for", "100000", "--method", "PUT"],
+        &format!("/{staging_bucket}/deltas/"),
+    );
+    let s = Setup::build(
+        "stage_outage",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        "enabled = false",
+        target,
+    );
+    // The staging block comes first in the file: only staging goes through the proxy.
+    let direct = format!("endpoint = \"{moto}\"");
+    let proxied = format!("endpoint = \"http://127.0.0.1:{port}\"");
+    s.edit_config(&direct, &proxied);
+    produce(&s.brokers, &s.topic, 200, 2, None);
+    let mut floe = s.start("a");
+    let status = wait_exit(&mut floe, Duration::from_secs(240));
+    let log = s.log("a");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert_eq!(
+        log.matches("staging call failed; retrying").count(),
+        7,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("s3://{staging_bucket}/deltas/")) && log.contains("503"),
+        "the error names the location and the answer:\n{log}"
+    );
+    assert!(s.rows().is_none(), "nothing was committed");
+    let failed = injected(proxy, out);
+    assert!(failed.matches("injected 503 PUT").count() >= 8, "{failed}");
+    // S3 is back.
+    s.edit_config(&proxied, &direct);
+    let mut again = s.start("b");
+    s.wait_for(&model(200, None), &mut again, "b");
+    s.drain(&mut again, "b");
+    s.assert_rows(&model(200, None));
+    s.assert_offsets_at_end(2);
+}
+
+/// The table's storage answers writes with 503 for 25 s (past the SDK's own retries): each
+/// commit attempt fails, Floe keeps running and retries the commit with backoff, and the
+/// table ends exact once storage is back.
+#[test]
+fn table_storage_unavailable_for_a_while_delays_commits_and_loses_nothing() {
+    let target = block_on(Target::s3tables());
+    let (moto, _) = target.moto_staging();
+    let (proxy, out, port) =
+        FlakyProxy::start(&moto, &["--fail-for", "25", "--method", "PUT"], "/");
+    let s = Setup::build(
+        "table_outage",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        "enabled = false",
+        target,
+    );
+    s.edit_config(
+        &format!("s3_endpoint = \"{moto}\""),
+        &format!("s3_endpoint = \"http://127.0.0.1:{port}\""),
+    );
+    produce(&s.brokers, &s.topic, 200, 2, None);
+    let mut floe = s.start("a");
+    s.wait_for(&model(200, None), &mut floe, "a");
+    s.drain(&mut floe, "a");
+    s.assert_rows(&model(200, None));
+    s.assert_offsets_at_end(2);
+    let failed = injected(proxy, out);
+    assert!(
+        failed.contains("injected 503 PUT"),
+        "no write failed: {failed}"
+    );
+    let log = s.log("a");
+    assert!(log.contains("commit failed; will retry"), "{log}");
+}
+
+/// The catalog answers 429 (S3 Tables' throttling) or 503 (a REST catalog under load) to every
+/// write for 20 s: table creation and commits are retried, Floe keeps running, and the table
+/// ends exact.
+fn catalog_throttling_is_retried_and_loses_nothing(target: Target, status: &str) {
+    let (upstream, method, prefix, key) = match &target {
+        Target::S3Tables { endpoint, .. } => (endpoint.clone(), "PUT", "/tables/", "endpoint"),
+        Target::Rest { .. } => (support::weed_rest(), "POST", "/v1/", "uri"),
+        Target::Local => unreachable!("the local catalog has no HTTP API"),
+    };
+    let (proxy, out, port) = FlakyProxy::start(
+        &upstream,
+        &["--fail-for", "20", "--status", status, "--method", method],
+        prefix,
+    );
+    let s = Setup::build(
+        "catalog_throttled",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        "enabled = false",
+        target,
+    );
+    // The catalog's own setting, after the staging block's `endpoint`.
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let catalog = config.find("[catalog]").unwrap();
+    let (head, tail) = config.split_at(catalog);
+    let tail = tail.replacen(
+        &format!("{key} = \"{upstream}\""),
+        &format!("{key} = \"http://127.0.0.1:{port}\""),
+        1,
+    );
+    assert_ne!(
+        tail,
+        config[catalog..],
+        "the catalog's {key} is in the config"
+    );
+    std::fs::write(&s.config, format!("{head}{tail}")).unwrap();
+    produce(&s.brokers, &s.topic, 200, 2, None);
+    let mut floe = s.start("a");
+    s.wait_for(&model(200, None), &mut floe, "a");
+    produce(&s.brokers, &s.topic, 200, 2, Some(1));
+    s.wait_for(&model(200, Some(1)), &mut floe, "a");
+    s.drain(&mut floe, "a");
+    s.assert_rows(&model(200, Some(1)));
+    s.assert_offsets_at_end(2);
+    let failed = injected(proxy, out);
+    assert!(
+        failed.contains(&format!("injected {status} {method}")),
+        "nothing failed: {failed}"
+    );
+}
+
+#[test]
+fn s3_tables_throttling_is_retried_and_loses_nothing() {
+    catalog_throttling_is_retried_and_loses_nothing(block_on(Target::s3tables()), "429");
+}
+
+#[test]
+fn rest_catalog_errors_are_retried_and_lose_nothing() {
+    catalog_throttling_is_retried_and_loses_nothing(block_on(Target::rest()), "503");
+}
+
+/// A TCP forwarder on 127.0.0.1 that can cut every connection and refuse new ones, standing
+/// for a broker that went away: the test's own tansu advertises the forwarder's address, so
+/// every connection Floe makes goes through it.
+struct Cuttable {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cuttable {
+    fn start(upstream: String) -> Cuttable {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, o) = (down.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if d.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut o = o.lock().unwrap();
+                o.push(client.try_clone().unwrap());
+                o.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, down, open }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A tansu broker of the test's own (the shared one must stay up for the other tests), its
+/// SQLite file in `dir`, listening on `port` and advertising `advertised`.
+fn own_broker_on(dir: &std::path::Path, port: u16, advertised: &str) -> (Stopped, String) {
+    let tansu = std::env::var("FLOE_TEST_TANSU")
+        .expect("FLOE_TEST_TANSU (set by scripts/test-env.sh) names the tansu binary");
+    let address = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
+    let child = Command::new(&tansu)
+        .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+        .args(["--listener-url", &format!("tcp://{address}")])
+        .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+        .current_dir(dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start tansu");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tansu did not listen on {address}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (Stopped(child), address)
+}
+
+/// The broker is unreachable for two minutes while `floe run` streams (every connection cut,
+/// new ones refused), then reachable again: Floe keeps running, says what happened (log and
+/// `floe_errors_total{stage="consume"}`), and ends with exactly the source's rows.
+#[test]
+fn the_broker_unreachable_for_two_minutes_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The forwarder's port is what the broker advertises; it forwards to the broker.
+    let listener_port = crate::runtime::free_port();
+    let cuttable = Cuttable::start(format!("127.0.0.1:{listener_port}"));
+    let advertised = format!("127.0.0.1:{}", cuttable.port);
+    let (_broker, _) = own_broker_on(dir.path(), listener_port, &advertised);
+    let port = crate::runtime::free_port();
+    let s = Setup::build_on(
+        advertised,
+        "broker_down",
+        "interval = \"300ms\"\ncommit_interval = \"1s\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        Target::Local,
+    );
+    produce(&s.brokers, &s.topic, 300, 3, None);
+    let mut floe = s.start("a");
+    s.wait_for(&model(300, None), &mut floe, "a");
+    // Changes just produced when the broker becomes unreachable.
+    produce(&s.brokers, &s.topic, 300, 3, Some(1));
+    cuttable.cut();
+    std::thread::sleep(Duration::from_secs(120));
+    assert!(
+        floe.try_wait().unwrap().is_none(),
+        "floe stopped while the broker was unreachable:\n{}",
+        s.log("a")
+    );
+    cuttable.restore();
+    produce(&s.brokers, &s.topic, 300, 3, Some(2));
+    s.wait_for(&model(300, Some(2)), &mut floe, "a");
+    let (_, metrics) = crate::runtime::http_get(port, "/metrics");
+    let consume_errors = metrics
+        .lines()
+        .find(|l| l.starts_with("floe_errors_total{") && l.contains("stage=\"consume\""))
+        .unwrap_or_else(|| panic!("no consume errors counted:\n{metrics}"));
+    assert!(!consume_errors.ends_with(" 0"), "{consume_errors}");
+    s.drain(&mut floe, "a");
+    s.assert_rows(&model(300, Some(2)));
+    s.assert_offsets_at_end(3);
+    assert!(
+        s.log("a").contains("kafka consumer error; retrying"),
+        "the outage is logged:\n{}",
+        s.log("a")
+    );
 }

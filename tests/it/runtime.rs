@@ -78,6 +78,49 @@ pub(crate) fn run_fixture(script: &str, args: &[&str]) -> String {
 
 /// The consumers' session timeout: how long the broker waits before it gives a killed
 /// member's partitions to someone else.
+/// The partitions a `floe run` holds going by its log: those of its last assignment, unless a
+/// revoke came after it or the process stopped, aborted or was killed.
+fn partitions_held(log: &str) -> Vec<i32> {
+    let dead = ["floe run stopped", "aborting at", KILLED]
+        .iter()
+        .any(|m| log.contains(m));
+    let assigned = log.rfind("partitions assigned");
+    let revoked = log.rfind("partitions revoked");
+    let Some(at) = assigned.filter(|_| !dead && revoked < assigned) else {
+        return Vec::new();
+    };
+    let line = log[at..].lines().next().unwrap_or_default();
+    // `"partitions":"[(\"topic\", 0), (\"topic\", 1)]"`
+    line.split("\\\", ")
+        .skip(1)
+        .filter_map(|part| {
+            let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn partitions_held_follows_the_last_rebalance_event() {
+    let assigned =
+        r#"{"fields":{"message":"partitions assigned","partitions":"[(\"t\", 0), (\"t\", 12)]"}}"#;
+    let revoked = r#"{"fields":{"message":"partitions revoked: dropping uncommitted work"}}"#;
+    assert_eq!(partitions_held(assigned), [0, 12]);
+    assert_eq!(
+        partitions_held(&format!("{assigned}\n{revoked}")),
+        [] as [i32; 0]
+    );
+    assert_eq!(partitions_held(&format!("{revoked}\n{assigned}")), [0, 12]);
+    assert_eq!(
+        partitions_held(&format!("{assigned}\n{KILLED}")),
+        [] as [i32; 0]
+    );
+    assert_eq!(partitions_held(""), [] as [i32; 0]);
+}
+
+/// What [`Setup::kill`] appends to a killed process's log.
+const KILLED: &str = "floe-test: killed with SIGKILL";
+
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// After a SIGKILL: the broker must evict the dead member before the next one joins. tansu
@@ -184,10 +227,11 @@ impl Target {
     }
 
     /// The access key and secret that `floe` and the readers use for this target.
-    fn credentials(&self) -> (String, String) {
+    pub(crate) fn credentials(&self) -> (String, String) {
         match self {
             Target::Rest { .. } => support::weed_credentials(),
-            _ => ("test".into(), "test".into()),
+            // moto takes any credentials: a secret no log line could contain by chance.
+            _ => ("floe-test-key".into(), "floe-test-secret-7Qv2Zr".into()),
         }
     }
 
@@ -366,6 +410,30 @@ pub(crate) struct Setup {
     pub(crate) target: Target,
 }
 
+/// Every test's logs are scanned for the secret its processes were given (through the AWS
+/// credential environment), whatever printed it.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let secret = self.target.credentials().1;
+        for entry in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("floe-") {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap_or_default())
+                        .into_owned();
+                support::assert_no_secret(&text, &secret, &name);
+            }
+        }
+    }
+}
+
 impl Setup {
     fn new(name: &str, flush: &str) -> Self {
         Self::with_metrics(name, flush, "enabled = false")
@@ -376,8 +444,18 @@ impl Setup {
     }
 
     pub(crate) fn build(name: &str, flush: &str, metrics: &str, target: Target) -> Self {
+        Setup::build_on(support::kafka_brokers(), name, flush, metrics, target)
+    }
+
+    /// As [`Setup::build`], against the broker at `brokers`.
+    pub(crate) fn build_on(
+        brokers: String,
+        name: &str,
+        flush: &str,
+        metrics: &str,
+        target: Target,
+    ) -> Self {
         let session_ms = SESSION_TIMEOUT.as_millis();
-        let brokers = support::kafka_brokers();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let destination = target.toml(&root);
@@ -385,6 +463,7 @@ impl Setup {
         let topic = support::unique(name);
         let group = support::unique("group");
         let config = root.join("connector.toml");
+        support::no_earlier_wrong_rows();
         std::fs::write(
             &config,
             format!(
@@ -555,12 +634,67 @@ table = "{table}"
                 )
             })
             .collect();
-        panic!(
+        let report = format!(
             "table never matched the model ({} rows, first {:?}); last read: {shown}\nwaiting on {tag}; logs:\n{}",
             want.as_array().map_or(0, Vec::len),
             want.as_array().and_then(|r| r.first()),
             others.join("\n")
         );
+        if let Some(stall) = self.group_stall() {
+            panic!(
+                "the broker's group stalled ({stall}), so the table could not be brought up to \
+                 date: tansu 0.6 sometimes keeps a dead member or leaves partitions unassigned \
+                 for minutes; nextest retries this test on a fresh topic and group.\n{report}"
+            );
+        }
+        support::wrong_rows(report);
+    }
+
+    /// The table's rows equal `want`, or the test fails for wrong rows.
+    pub(crate) fn assert_rows(&self, want: &Value) {
+        let rows = self.rows();
+        if rows.as_ref() != Some(want) {
+            support::wrong_rows(format!(
+                "table rows differ from the model\n  read: {}\n  want: {want}",
+                rows.map_or("no table".into(), |r| r.to_string())
+            ));
+        }
+    }
+
+    /// Why the consumer group cannot be making progress, if that is so: some partition of the
+    /// topic is held by no live `floe` process, going by each process's last rebalance event
+    /// (a process that stopped, aborted or was killed holds nothing).
+    fn group_stall(&self) -> Option<String> {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .ok()?;
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .ok()?;
+        let partitions = metadata.topics().first()?.partitions().len();
+        let mut held = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&self.root).ok()?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("floe-") && name.ends_with(".log")) {
+                continue;
+            }
+            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            held.extend(partitions_held(&log));
+        }
+        (held.len() < partitions)
+            .then(|| format!("live processes hold partitions {held:?} of {partitions} after 90 s"))
+    }
+
+    /// SIGKILLs `floe` (logging as `tag`), which must still be running, and notes the kill in
+    /// its log.
+    pub(crate) fn kill(&self, child: &mut Child, tag: &str) {
+        sigkill(child, &self.log(tag));
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.root.join(format!("floe-{tag}.log")))
+            .unwrap();
+        std::io::Write::write_all(&mut log, format!("{KILLED}\n").as_bytes()).unwrap();
     }
 
     /// SIGTERM, then `floe` (logging as `tag`) must exit 0 within 30 s.
@@ -633,7 +767,7 @@ pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -641,7 +775,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -688,7 +822,7 @@ fn streams_into_the_table_and_sigterm_drains_and_commits() {
     signal(&floe, "-TERM");
     let status = wait_exit(&mut floe, Duration::from_secs(30));
     assert!(status.success(), "exit {status}:\n{}", s.log("a"));
-    assert_eq!(s.rows().unwrap(), model(300, Some(2)), "{}", s.log("a"));
+    s.assert_rows(&model(300, Some(2)));
     for (committed, end) in s.kafka_offsets(3) {
         assert_eq!(committed, end, "group offsets committed up to the end");
     }
@@ -704,14 +838,13 @@ fn a_killed_process_restarts_without_losing_or_repeating_changes() {
     // Updates arrive; the process dies without warning partway through them.
     produce(&s.brokers, &s.topic, 200, 2, Some(3));
     std::thread::sleep(Duration::from_millis(700));
-    signal(&first, "-KILL");
-    let _ = wait_exit(&mut first, Duration::from_secs(10));
+    s.kill(&mut first, "a");
     await_eviction();
 
     let mut second = s.start("b");
     s.wait_for(&model(200, Some(3)), &mut second, "b");
     s.drain(&mut second, "b");
-    assert_eq!(s.rows().unwrap(), model(200, Some(3)));
+    s.assert_rows(&model(200, Some(3)));
 }
 
 /// One `#[test]` per destination for a scenario `fn scenario(target: Target)`, named
@@ -760,7 +893,7 @@ fn two_processes_in_one_group_share_the_partitions_and_hand_over(target: Target)
     produce(&s.brokers, &s.topic, 400, 4, Some(3));
     s.wait_for(&model(400, Some(3)), &mut b, "b");
     s.drain(&mut b, "b");
-    assert_eq!(s.rows().unwrap(), model(400, Some(3)));
+    s.assert_rows(&model(400, Some(3)));
     s.assert_offsets_at_end(4);
     // Both processes committed: the work was shared.
     for tag in ["a", "b"] {
@@ -806,11 +939,13 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
     );
     let mut rng = Lcg(support::seed());
     produce(&s.brokers, &s.topic, 300, 3, None);
-    let mut kills = 0;
+    // Random kills that landed before the round's changes were committed.
+    let (mut random_kills, mut mid_work) = (0, 0);
     for round in 1..=rounds {
         produce(&s.brokers, &s.topic, 300, 3, Some(round));
         let tag = format!("r{round}");
-        // A crash point, alternating, or a SIGKILL at a random moment.
+        // A crash point, alternating, or a SIGKILL at a random moment once the process has
+        // its partitions (its first commit comes 600 ms after it started).
         let fault = match round % 3 {
             0 => Some("staged"),
             1 => Some("table-committed"),
@@ -820,33 +955,39 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
             Some(point) => s.run_until_abort(point, &tag),
             None => {
                 let mut crashing = s.start(&tag);
-                std::thread::sleep(Duration::from_millis(200 + rng.next(1500)));
-                sigkill(&mut crashing, &s.log(&tag));
+                s.wait_for_log(&mut crashing, &tag, "partitions assigned", 1);
+                std::thread::sleep(Duration::from_millis(rng.next(600)));
+                s.kill(&mut crashing, &tag);
+                random_kills += 1;
+                if s.rows().as_ref() != Some(&model(300, Some(round))) {
+                    mid_work += 1;
+                }
             }
         }
-        // Either way the process died: checked above (an abort at the point, or SIGKILL).
-        kills += 1;
         await_eviction();
         // The next process must bring the table to exactly this round's state; then it dies too.
         let tag = format!("r{round}-recover");
         let mut recovering = s.start(&tag);
         s.wait_for(&model(300, Some(round)), &mut recovering, &tag);
         std::thread::sleep(Duration::from_millis(rng.next(700)));
-        sigkill(&mut recovering, &s.log(&tag));
-        kills += 1;
+        s.kill(&mut recovering, &tag);
         await_eviction();
-        assert_eq!(
-            s.rows().unwrap(),
-            model(300, Some(round)),
-            "after round {round}"
-        );
+        s.assert_rows(&model(300, Some(round)));
     }
     let mut last = s.start("last");
     s.wait_for(&model(300, Some(rounds)), &mut last, "last");
     s.drain(&mut last, "last");
-    assert_eq!(s.rows().unwrap(), model(300, Some(rounds)));
+    s.assert_rows(&model(300, Some(rounds)));
     s.assert_offsets_at_end(3);
-    assert_eq!(kills, 2 * rounds);
+    eprintln!("{mid_work} of {random_kills} random kills landed before the round was committed");
+    if rounds >= 10 {
+        // Three random kills here: at least one must have hit uncommitted work, or the random
+        // kills tested nothing the crash points do not.
+        assert!(
+            mid_work > 0,
+            "every random kill came after the round's commit"
+        );
+    }
 }
 
 /// A process that dies right after building a table's key index (before the commit that
@@ -870,12 +1011,12 @@ fn killed_right_after_building_the_key_index_the_table_stays_exact() {
     let mut recovering = s.start("recover");
     s.wait_for(&model(300, Some(1)), &mut recovering, "recover");
     s.drain(&mut recovering, "recover");
-    assert_eq!(s.rows().unwrap(), model(300, Some(1)));
+    s.assert_rows(&model(300, Some(1)));
     s.assert_offsets_at_end(3);
 }
 
 /// SIGKILLs a process that must still be running, and checks that it died of it.
-pub(crate) fn sigkill(child: &mut Child, log: &str) {
+fn sigkill(child: &mut Child, log: &str) {
     use std::os::unix::process::ExitStatusExt as _;
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -899,7 +1040,7 @@ fn a_truncate_empties_the_table_and_later_changes_start_afresh() {
     produce(&s.brokers, &s.topic, 50, 2, None);
     s.wait_for(&model(50, None), &mut floe, "a");
     s.drain(&mut floe, "a");
-    assert_eq!(s.rows().unwrap(), model(50, None));
+    s.assert_rows(&model(50, None));
     s.assert_offsets_at_end(2);
 }
 
@@ -967,7 +1108,7 @@ fn stream_and_drain(name: &str, target: Target) -> Setup {
     produce(&s.brokers, &s.topic, 200, 2, Some(2));
     std::thread::sleep(Duration::from_millis(1500));
     s.drain(&mut floe, "a");
-    assert_eq!(s.rows().unwrap(), model(200, Some(2)));
+    s.assert_rows(&model(200, Some(2)));
     s.assert_offsets_at_end(2);
     s
 }

@@ -167,3 +167,66 @@ pub async fn weed_get_signed(url: &str) -> (u16, serde_json::Value) {
         serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
     )
 }
+
+/// Fails the test for wrong rows (missing, duplicated or different), and makes every later
+/// attempt of the same test in this nextest run fail at once: the retries configured for the
+/// multi-process tests are there for the test broker's group stall only, never to turn a run
+/// with wrong rows into a pass.
+pub fn wrong_rows(message: String) -> ! {
+    if let Some(marker) = wrong_rows_marker() {
+        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+        std::fs::write(&marker, &message).unwrap();
+    }
+    panic!("wrong rows (every retry of this test in this run fails too):\n{message}");
+}
+
+/// Fails a retried attempt of a test whose earlier attempt found wrong rows.
+pub fn no_earlier_wrong_rows() {
+    if let Some(marker) = wrong_rows_marker()
+        && let Ok(earlier) = std::fs::read_to_string(&marker)
+    {
+        panic!(
+            "an earlier attempt of this test in this run found wrong rows; a retry may only \
+             absorb the broker's group stall:\n{earlier}"
+        );
+    }
+}
+
+/// Where [`wrong_rows`] leaves its mark: per nextest run and test (none outside nextest, which
+/// does not retry).
+fn wrong_rows_marker() -> Option<PathBuf> {
+    let run = std::env::var("NEXTEST_RUN_ID").ok()?;
+    let test = std::env::var("NEXTEST_TEST_NAME").ok()?;
+    let name: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Some(
+        std::env::temp_dir()
+            .join("floe-test-wrong-rows")
+            .join(run)
+            .join(name),
+    )
+}
+
+/// `text` (a process's output, named `what`) must not hold `secret`.
+pub fn assert_no_secret(text: &str, secret: &str, what: &str) {
+    assert!(
+        secret.len() >= 8,
+        "a secret this short would match by chance"
+    );
+    if let Some(at) = text.find(secret) {
+        let line = text[..at].lines().count();
+        panic!("{what} prints a configured secret (line {line})");
+    }
+}
+
+#[test]
+#[should_panic(expected = "stderr prints a configured secret (line 2)")]
+fn a_secret_in_a_log_fails_the_test() {
+    assert_no_secret(
+        "{\"level\":\"INFO\"}\n{\"key\":\"floe-test-secret-7Qv2Zr\"}\n",
+        "floe-test-secret-7Qv2Zr",
+        "stderr",
+    );
+}

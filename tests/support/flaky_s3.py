@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""An HTTP proxy in front of an S3 server that answers the first N matching requests with
-503 ServiceUnavailable, as S3 does under load, and forwards everything else unchanged.
+"""An HTTP proxy in front of an S3 server or a catalog that answers matching requests with an
+error, as S3 (503 SlowDown) or a catalog (429, 5xx) does under load, and forwards everything
+else unchanged. It fails the first N matching requests (--fail N), or every matching request
+for SECONDS from the first one on (--fail-for SECONDS: an outage longer than a retry budget).
 
 Prints the port it listens on (127.0.0.1) as its first stdout line, then one line per request
-it failed: `injected 503 <method> <path>`.
+it failed: `injected <status> <method> <path>`.
 
 Usage: flaky_s3.py --upstream http://127.0.0.1:15000 --fail 5 --method PUT --path-prefix /bucket/deltas/
+       flaky_s3.py --upstream http://127.0.0.1:8111 --fail-for 20 --status 429 --method POST
 """
 
 import argparse
 import http.client
+import json
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,13 +30,36 @@ ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnav
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True)
-    ap.add_argument("--fail", type=int, required=True, help="how many matching requests fail")
-    ap.add_argument("--method", default="PUT")
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--fail", type=int, help="how many matching requests fail")
+    mode.add_argument("--fail-for", type=float, help="seconds of failures from the first match")
+    ap.add_argument("--status", type=int, default=503)
+    ap.add_argument("--method", default="PUT", help="an HTTP method, or ANY")
     ap.add_argument("--path-prefix", default="/")
     args = ap.parse_args()
     upstream = urllib.parse.urlsplit(args.upstream)
     lock = threading.Lock()
     left = [args.fail]
+    outage_ends = [None]
+
+    def should_fail():
+        with lock:
+            if args.fail is not None:
+                if left[0] > 0:
+                    left[0] -= 1
+                    return True
+                return False
+            if outage_ends[0] is None:
+                outage_ends[0] = time.monotonic() + args.fail_for
+            return time.monotonic() < outage_ends[0]
+
+    if args.status == 503:
+        error_body, error_type = ERROR_BODY, "application/xml"
+    else:
+        error_body = json.dumps({"error": {"message": "injected by flaky_s3.py",
+                                           "type": "ServiceFailureException",
+                                           "code": args.status}}).encode()
+        error_type = "application/json"
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -54,19 +82,17 @@ def main():
 
         def handle_any(self):
             data = self.body()
-            fail = False
-            if self.command == args.method and self.path.startswith(args.path_prefix):
-                with lock:
-                    if left[0] > 0:
-                        left[0] -= 1
-                        fail = True
-            if fail:
-                print(f"injected 503 {self.command} {self.path}", flush=True)
-                self.send_response(503)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(ERROR_BODY)))
+            matches = args.method in ("ANY", self.command) and self.path.startswith(args.path_prefix)
+            if matches and should_fail():
+                print(f"injected {args.status} {self.command} {self.path}", flush=True)
+                self.send_response(args.status)
+                self.send_header("Content-Type", error_type)
+                if args.status == 429:
+                    # How AWS's JSON APIs (S3 Tables) name a throttling answer.
+                    self.send_header("x-amzn-ErrorType", "TooManyRequestsException")
+                self.send_header("Content-Length", str(len(error_body)))
                 self.end_headers()
-                self.wfile.write(ERROR_BODY)
+                self.wfile.write(error_body)
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             headers["Content-Length"] = str(len(data))

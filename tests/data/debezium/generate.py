@@ -427,6 +427,7 @@ cases = [
     ("key_missing_for_keyed_table", [(key, raw(good)), (None, raw(good))]),
     ("key_is_null", [(raw({"schema": pg_customers.key_schema(), "payload": {"id": None}}), raw(good))]),
     ("key_not_json", [("id=1004", raw(good))]),
+    ("key_does_not_match_the_row", [(raw(pg_customers.key({"id": 1005})), raw(good))]),
     ("tombstone_without_key", [(None, None)]),
 ]
 os.makedirs(os.path.join(HERE, "malformed"), exist_ok=True)
