@@ -297,6 +297,7 @@ impl CommitEngine {
                 (self.create_table(&ident, spec, &data_schema).await?, true)
             }
         };
+        unpartitioned(&base).map_err(&invalid)?;
 
         // Exactly once: rows at positions the table already holds are dropped here, whatever
         // the consumer re-read after a crash or a rebalance.
@@ -478,6 +479,7 @@ impl CommitEngine {
             }
             tokio::time::sleep(self.backoff(attempt)).await;
             base = self.reload(&ident).await?;
+            unpartitioned(&base).map_err(&invalid)?;
             // A timeout or a 5xx may hide a commit that did land: never apply it twice.
             if let Some(landed) = find_commit(&base, &commit_id) {
                 break landed;
@@ -814,4 +816,23 @@ pub fn main_snapshot_id(table: &LoadedTable) -> Option<i64> {
         .metadata
         .snapshot_for_ref(MAIN_BRANCH)
         .map(|s| s.snapshot_id())
+}
+
+/// Floe writes data files without partition values, which only an unpartitioned spec takes:
+/// a table someone else created (or re-specced) partitioned is refused, not written wrongly.
+fn unpartitioned(table: &LoadedTable) -> Result<(), String> {
+    let spec = table.metadata.default_partition_spec();
+    if spec.fields().is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = spec
+        .fields()
+        .iter()
+        .map(|f| format!("{}({})", f.transform, f.name))
+        .collect();
+    Err(format!(
+        "the table is partitioned ({}); Floe writes only unpartitioned tables so far and \
+         refuses to write into it",
+        fields.join(", ")
+    ))
 }

@@ -359,7 +359,6 @@ table = "${{1}}.${{2}}_v2"
 
 [tables.overrides."crm.customers"]
 primary_key = ["id"]
-partition_spec = ["bucket(16, id)", "day(created_at)"]
 soft_delete = true
 "#
     ))
@@ -382,20 +381,24 @@ soft_delete = true
     let s = t.settings(&"crm.customers".parse().unwrap());
     assert!(s.soft_delete);
     assert_eq!(s.primary_key.as_deref(), Some(&["id".to_string()][..]));
-    assert_eq!(
-        s.partition_spec,
-        vec![
-            PartitionField {
-                source: "id".into(),
-                transform: PartitionTransform::Bucket(16)
-            },
-            PartitionField {
-                source: "created_at".into(),
-                transform: PartitionTransform::Day
-            },
-        ]
-    );
     assert!(!t.settings(&"raw.items".parse().unwrap()).soft_delete);
+}
+
+#[test]
+fn a_partition_spec_is_refused_until_partitioned_tables_are_written() {
+    let e = err(&format!(
+        "{MINIMAL}\n[tables.overrides.\"a.b\"]\npartition_spec = [\"bucket(16, id)\", \"day(created_at)\"]\n"
+    ));
+    assert!(
+        e.contains("key `tables.overrides.\"a.b\".partition_spec`")
+            && e.contains("partitioned tables are not written yet"),
+        "{e}"
+    );
+    // An empty spec asks for nothing.
+    load(&format!(
+        "{MINIMAL}\n[tables.overrides.\"a.b\"]\npartition_spec = []\n"
+    ))
+    .unwrap();
 }
 
 #[test]

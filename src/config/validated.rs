@@ -563,7 +563,18 @@ fn table_settings(
             placeholder(&format!("{key}.unavailable_value_placeholder"), p)?;
     }
     if let Some(spec) = o.partition_spec {
-        s.partition_spec = parse_partition_spec(&format!("{key}.partition_spec"), &spec)?;
+        let key = format!("{key}.partition_spec");
+        s.partition_spec = parse_partition_spec(&key, &spec)?;
+        if !s.partition_spec.is_empty() {
+            // Refused rather than ignored: a user who asks for partitions must not get an
+            // unpartitioned table without knowing it.
+            return Err(ConfigError::invalid(
+                &key,
+                "partitioned tables are not written yet: Floe creates and writes unpartitioned \
+                 tables only; remove the spec (or partition the table later with your own tools \
+                 once Floe supports it)",
+            ));
+        }
     }
     if let Some(sd) = o.soft_delete {
         s.soft_delete = sd;

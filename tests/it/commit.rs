@@ -1323,6 +1323,56 @@ async fn another_writer_holding_an_offset_inside_the_window_leaves_no_duplicate_
     }
 }
 
+on_backends!(a_table_created_partitioned_elsewhere_is_refused_not_written_wrongly: local, rest_sigv4);
+/// Floe writes data files without partition values: into a table someone else created
+/// partitioned, it refuses with an error naming the spec, and the table is left as it was.
+async fn a_table_created_partitioned_elsewhere_is_refused_not_written_wrongly(fx: Backend) {
+    use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Transform, Type};
+    let catalog = fx.catalog().await;
+    let engine = CommitEngine::new(catalog.clone(), settings());
+    let table = fx.table("partitioned");
+    let ident = engine.ident(&table.parse().unwrap()).unwrap();
+    let schema = IcebergSchema::builder()
+        .with_fields([
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+        .with_identifier_field_ids([1])
+        .build()
+        .unwrap();
+    let partitions = iceberg::spec::UnboundPartitionSpec::builder()
+        .add_partition_field(1, "id_bucket", Transform::Bucket(8))
+        .unwrap()
+        .build();
+    catalog.ensure_namespace(&ident.namespace).await.unwrap();
+    catalog
+        .create_table(
+            &ident,
+            TableCreation::builder()
+                .name(ident.name.clone())
+                .schema(schema)
+                .partition_spec(partitions)
+                .build(),
+        )
+        .await
+        .unwrap();
+    let error = engine
+        .commit(
+            &spec(&table),
+            window(&[("c", 1, Some("a"))], "dbserver1.inventory.customers", 1),
+        )
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable());
+    let message = error.to_string();
+    assert!(
+        message.contains("the table is partitioned (bucket[8](id_bucket))"),
+        "{message}"
+    );
+    let info = fx.pyiceberg(&table).await;
+    assert_eq!(info["snapshots"], json!([]), "nothing was written");
+}
+
 on_backends!(table_names_are_normalised_and_collisions_refused: local, s3tables, rest_sigv4);
 async fn table_names_are_normalised_and_collisions_refused(fx: Backend) {
     let engine = CommitEngine::new(fx.catalog().await, settings());

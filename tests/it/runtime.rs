@@ -408,12 +408,25 @@ pub(crate) struct Setup {
     pub(crate) topic: String,
     pub(crate) group: String,
     pub(crate) target: Target,
+    /// Every `floe` this setup started, ended when it is dropped (a failing test leaves none
+    /// running).
+    children: std::sync::Mutex<Vec<u32>>,
 }
 
 /// Every test's logs are scanned for the secret its processes were given (through the AWS
 /// credential environment), whatever printed it.
 impl Drop for Setup {
     fn drop(&mut self) {
+        let config = self.config.to_string_lossy().into_owned();
+        for pid in self.children.lock().unwrap().drain(..) {
+            // Only a process still running this setup's config (a pid may have been reused).
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&config) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
         if std::thread::panicking() {
             return;
         }
@@ -501,6 +514,7 @@ table = "{table}"
             topic,
             group,
             target,
+            children: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -525,12 +539,15 @@ table = "{table}"
     /// As [`Setup::spawn`], with extra environment variables (test pauses, crash points).
     pub(crate) fn spawn_with(&self, args: &[&str], tag: &str, env: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.root.join(format!("floe-{tag}.log"))).unwrap();
-        self.command(args)
+        let child = self
+            .command(args)
             .envs(env.iter().copied())
             .stdout(std::fs::File::create(self.root.join(format!("floe-{tag}.out"))).unwrap())
             .stderr(log)
             .spawn()
-            .expect("start floe")
+            .expect("start floe");
+        self.children.lock().unwrap().push(child.id());
+        child
     }
 
     /// Runs `floe run` as `tag` with the crash point `point` armed (`FLOE_TEST_ABORT_AT`), and
@@ -622,23 +639,11 @@ table = "{table}"
                 rows.iter().take(3).collect::<Vec<_>>()
             )
         });
-        let others: Vec<String> = std::fs::read_dir(&self.root)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("floe-") && n.ends_with(".log"))
-            .map(|n| {
-                format!(
-                    "--- {n}:\n{}",
-                    std::fs::read_to_string(self.root.join(&n)).unwrap_or_default()
-                )
-            })
-            .collect();
         let report = format!(
             "table never matched the model ({} rows, first {:?}); last read: {shown}\nwaiting on {tag}; logs:\n{}",
             want.as_array().map_or(0, Vec::len),
             want.as_array().and_then(|r| r.first()),
-            others.join("\n")
+            self.logs()
         );
         if let Some(stall) = self.group_stall() {
             panic!(
@@ -655,10 +660,32 @@ table = "{table}"
         let rows = self.rows();
         if rows.as_ref() != Some(want) {
             support::wrong_rows(format!(
-                "table rows differ from the model\n  read: {}\n  want: {want}",
-                rows.map_or("no table".into(), |r| r.to_string())
+                "table rows differ from the model\n  read: {}\n  want: {want}\nlogs:\n{}",
+                rows.map_or("no table".into(), |r| r.to_string()),
+                self.logs()
             ));
         }
+    }
+
+    /// Every `floe` log of this setup, for a failure report.
+    fn logs(&self) -> String {
+        let mut names: Vec<String> = std::fs::read_dir(&self.root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("floe-") && n.ends_with(".log"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(self.root.join(n)).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Why the consumer group cannot be making progress, if that is so: some partition of the
@@ -816,9 +843,19 @@ fn streams_into_the_table_and_sigterm_drains_and_commits() {
         "{metrics}"
     );
 
-    // More changes, then SIGTERM before the next commit interval: the drain commits them.
+    // More changes (an update of each of the 240 rows), read but not yet committed when
+    // SIGTERM comes: the drain commits them.
     produce(&s.brokers, &s.topic, 300, 3, Some(2));
-    std::thread::sleep(Duration::from_millis(1500));
+    let read_all = "floe_events_total{table=\"inventory.customers\",op=\"u\"} 340";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(port, "/metrics").1.contains(read_all) {
+        assert!(
+            Instant::now() < deadline,
+            "the updates were never read:\n{}",
+            s.log("a")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     signal(&floe, "-TERM");
     let status = wait_exit(&mut floe, Duration::from_secs(30));
     assert!(status.success(), "exit {status}:\n{}", s.log("a"));
@@ -923,11 +960,11 @@ on_targets!(killed_at_random_moments_and_at_every_crash_point_the_table_stays_ex
 /// Each round produces updates and kills two processes: one at a crash point (alternating
 /// between "staged" and "table-committed") or at a random moment, then one right after it has
 /// brought the table to the round's state. The table must be exact after every round.
-/// 10 rounds (20 kills) on the local catalog; 3 rounds on S3 Tables and REST, where every
-/// crash point still comes up once.
+/// 6 rounds (12 kills, each kind twice) on the local catalog; 3 rounds on S3 Tables and REST,
+/// where every kind still comes up once.
 fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(target: Target) {
     let rounds = if matches!(target, Target::Local) {
-        10
+        6
     } else {
         3
     };
@@ -973,6 +1010,7 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
         s.kill(&mut recovering, &tag);
         await_eviction();
         s.assert_rows(&model(300, Some(round)));
+        eprintln!("round {round} of {rounds}: exact");
     }
     let mut last = s.start("last");
     s.wait_for(&model(300, Some(rounds)), &mut last, "last");
@@ -980,9 +1018,10 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
     s.assert_rows(&model(300, Some(rounds)));
     s.assert_offsets_at_end(3);
     eprintln!("{mid_work} of {random_kills} random kills landed before the round was committed");
-    if rounds >= 10 {
-        // Three random kills here: at least one must have hit uncommitted work, or the random
-        // kills tested nothing the crash points do not.
+    if random_kills >= 2 {
+        // At least one random kill must have hit uncommitted work, or the random kills tested
+        // nothing the crash points do not. (Each lands within 600 ms of the assignment, before
+        // the first commit tick, unless the machine stalls.)
         assert!(
             mid_work > 0,
             "every random kill came after the round's commit"
