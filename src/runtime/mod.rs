@@ -336,7 +336,8 @@ impl Runtime {
 
     /// Seeks each newly assigned (and paused) partition to the next offset its table needs,
     /// then resumes them all. A partition its table holds no offset for keeps the position
-    /// librdkafka chose (the group's committed offset, else `start_from`).
+    /// librdkafka chose (the group's committed offset, else `start_from`; a `latest` start is
+    /// pinned in the group at once, see [`Runtime::pin_latest`]).
     async fn start_at_table_offsets(
         &mut self,
         partitions: &[(String, i32)],

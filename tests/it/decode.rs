@@ -8,8 +8,6 @@ use std::time::Duration;
 use floe::config::{self, Config};
 use floe::decode::policy::{ERROR_HEADER, OFFSET_HEADER, PARTITION_HEADER, TOPIC_HEADER};
 use floe::decode::{Decoder, ErrorPolicy, KafkaRecord, PolicyOutcome};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -45,19 +43,7 @@ async fn undecodable_records_go_to_the_dead_letter_topic_with_their_origin() {
     let dlq = support::unique("dbz_dlq");
     let config = dlq_config(&brokers, &topic, &dlq);
 
-    let admin: AdminClient<DefaultClientContext> = floe::source::client_config(&config.kafka)
-        .create()
-        .expect("admin client");
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create_topics request")
-    {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
+    support::create_topic(&brokers, &dlq, 1).await;
 
     let key = br#"{"id":1004}"#;
     let value = br#"{"before":null,"after":{"id":1004},"op":"x","source":{}}"#;

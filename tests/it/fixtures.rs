@@ -8,8 +8,6 @@ use std::time::Duration;
 use aws_credential_types::Credentials;
 use floe::config::{self, CatalogConfig, Config};
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -33,22 +31,6 @@ topics = ["{topic}"]
 type = "local"
 "#
     ))
-}
-
-async fn create_topic(config: &Config, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = floe::source::client_config(&config.kafka)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create_topics request");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
 }
 
 /// Reads `n` messages, returning (partition, offset, key, value) in arrival order.
@@ -76,7 +58,7 @@ async fn kafka_keyed_records_round_trip_with_committed_offsets() {
     let topic = support::unique("smoke_kafka");
     let group = support::unique("smoke_group");
     let config = kafka_test_config(&brokers, &topic, &group);
-    create_topic(&config, &topic, 3).await;
+    support::create_topic(&brokers, &topic, 3).await;
 
     let producer: FutureProducer = floe::source::client_config(&config.kafka)
         .create()

@@ -6,13 +6,10 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Deserialize;
 
 use crate::runtime::{Setup, Target, block_on, model, produce, wait_exit};
 
@@ -24,36 +21,25 @@ struct Bad {
     offset: i64,
 }
 
-#[derive(Deserialize)]
-struct Case {
-    case: String,
-    records: Vec<CaseRecord>,
-}
-
-#[derive(Deserialize)]
-struct CaseRecord {
-    key: Option<String>,
-    value: Option<String>,
-}
-
 /// The bad records, from the decoder's malformed corpus (its last, failing record per case)
 /// and built here where JSON text cannot hold them.
 fn bad_records() -> Vec<Bad> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/debezium/malformed/cases.jsonl");
     let text = std::fs::read_to_string(path).unwrap();
-    let cases: Vec<Case> = text
+    let cases: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let last = |name: &str| {
-        let case = cases.iter().find(|c| c.case == name).unwrap();
-        let r = case.records.last().unwrap();
-        (
-            r.key.clone().unwrap().into_bytes(),
-            r.value.clone().unwrap().into_bytes(),
-        )
+    // A case's records are {"key", "value"} with both as raw text.
+    let record = |name: &str, index: Option<usize>| {
+        let case = cases.iter().find(|c| c["case"] == name).unwrap();
+        let records = case["records"].as_array().unwrap();
+        let r = &records[index.unwrap_or(records.len() - 1)];
+        let text = |part: &str| r[part].as_str().unwrap().as_bytes().to_vec();
+        (text("key"), text("value"))
     };
+    let last = |name: &str| record(name, None);
     let mut bad = Vec::new();
     for (what, case) in [
         ("truncated JSON", "truncated_json"),
@@ -75,14 +61,7 @@ fn bad_records() -> Vec<Bad> {
     // A good record of the corpus, made bad: a byte that is not UTF-8 inside a string, and a
     // 4 MB value cut off before its end (tansu 0.6, the test broker, stores larger records
     // but never returns one over about 5 MB to a fetch).
-    let good_case = cases
-        .iter()
-        .find(|c| c.case == "key_missing_for_keyed_table")
-        .unwrap();
-    let (key, good) = (
-        good_case.records[0].key.clone().unwrap().into_bytes(),
-        good_case.records[0].value.clone().unwrap().into_bytes(),
-    );
+    let (key, good) = record("key_missing_for_keyed_table", Some(0));
     let at = good.windows(8).position(|w| w == b"\"email\":").unwrap() + 9;
     let mut invalid = good.clone();
     invalid.splice(at..at, [0xff, 0xfe]);
@@ -142,15 +121,21 @@ fn setup(name: &str, errors: &str) -> Setup {
     s
 }
 
+/// Runs `floe` (logging as `tag`) until the table holds every good change, then stops it:
+/// the table and the group's offsets end exact.
+fn run_to_the_end(s: &Setup, tag: &str) {
+    let mut floe = s.start(tag);
+    s.wait_for(&model(100, Some(1)), &mut floe, tag);
+    s.drain(&mut floe, tag);
+    s.assert_rows(&model(100, Some(1)));
+    s.assert_offsets_at_end(1);
+}
+
 #[test]
 fn skip_policy_skips_each_bad_record_with_its_origin_and_loses_nothing_else() {
     let s = setup("policy_skip", "policy = \"skip\"");
     let bad = produce_with_bad_records(&s);
-    let mut floe = s.start("a");
-    s.wait_for(&model(100, Some(1)), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(100, Some(1)));
-    s.assert_offsets_at_end(1);
+    run_to_the_end(&s, "a");
     let log = s.log("a");
     for b in &bad {
         let line = log
@@ -181,28 +166,9 @@ fn dlq_policy_sends_each_bad_record_with_its_origin_and_loses_nothing_else() {
         "policy_dlq",
         &format!("policy = \"dlq\"\ndlq_topic = \"{dlq}\""),
     );
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &s.brokers)
-        .create()
-        .unwrap();
-    block_on(async {
-        for r in admin
-            .create_topics(
-                &[NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .unwrap()
-        {
-            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-        }
-    });
+    block_on(crate::support::create_topic(&s.brokers, &dlq, 1));
     let bad = produce_with_bad_records(&s);
-    let mut floe = s.start("a");
-    s.wait_for(&model(100, Some(1)), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(100, Some(1)));
-    s.assert_offsets_at_end(1);
+    run_to_the_end(&s, "a");
 
     // Every dead letter: the record's own key and value, and where it came from.
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -285,15 +251,6 @@ fn fail_policy_stops_at_the_first_bad_record_having_committed_all_before_it() {
     assert!(s.log("b").contains(&format!("{}/0@{first}", s.topic)));
     s.assert_rows(&model(100, None));
     // With the bad records skipped, the rest arrives.
-    let config = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &s.config,
-        config.replace("policy = \"fail\"", "policy = \"skip\""),
-    )
-    .unwrap();
-    let mut skipping = s.start("c");
-    s.wait_for(&model(100, Some(1)), &mut skipping, "c");
-    s.drain(&mut skipping, "c");
-    s.assert_rows(&model(100, Some(1)));
-    s.assert_offsets_at_end(1);
+    s.edit_config("policy = \"fail\"", "policy = \"skip\"");
+    run_to_the_end(&s, "c");
 }

@@ -176,18 +176,10 @@ fn s3_errors_while_staging_are_retried_and_nothing_is_lost() {
         target,
     );
     // The staging block comes first in the file: only staging goes through the proxy.
-    let config = std::fs::read_to_string(&s.config).unwrap();
-    let staging = format!("endpoint = \"{moto}\"");
-    assert!(config.contains(&staging));
-    std::fs::write(
-        &s.config,
-        config.replacen(
-            &staging,
-            &format!("endpoint = \"http://127.0.0.1:{port}\""),
-            1,
-        ),
-    )
-    .unwrap();
+    s.edit_config(
+        &format!("endpoint = \"{moto}\""),
+        &format!("endpoint = \"http://127.0.0.1:{port}\""),
+    );
 
     let mut floe = s.stream_sample(200, 2);
     signal(&floe, "-TERM");
