@@ -25,9 +25,10 @@
 //!      event) and the peak RSS during the run (VmHWM, reset just before the run), and the
 //!      difference, which is roughly Floe's own peak;
 //!    - commits, data and delete files per commit (from the table's snapshots), rows written.
-//! 5. Verifies the table: reads the current snapshot's data and equality-delete files through
-//!    Floe's local catalog (Iceberg rules: an equality delete removes rows of the same key in
-//!    data files of a lower sequence number) and checks that exactly the rows 1..=COUNT
+//! 5. Verifies the table: reads the current snapshot's data, equality-delete and
+//!    position-delete files through Floe's local catalog (Iceberg rules: an equality delete
+//!    removes rows of the same key in data files of a lower sequence number, a position delete
+//!    the row at that position of the data file it names) and checks that exactly the rows 1..=COUNT
 //!    without multiples of 5 are live, each with its last email (version 1 for multiples of 3).
 //!    Exits non-zero when anything is wrong.
 //!
@@ -39,7 +40,7 @@
 //! to the bench's config (e.g. `FLOE_FLUSH__COMMIT_INTERVAL=10s`) and are printed with the
 //! figures.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -659,6 +660,7 @@ async fn read_table(catalog_path: &Path) -> anyhow::Result<TableState> {
     let list = ManifestList::parse_with_version(&bytes, metadata.format_version())?;
     let mut data_files = Vec::new();
     let mut delete_files = Vec::new();
+    let mut position_delete_files = Vec::new();
     for manifest in list.entries() {
         for entry in manifest.load_manifest(&table.file_io).await?.entries() {
             if !entry.is_alive() {
@@ -671,7 +673,7 @@ async fn read_table(catalog_path: &Path) -> anyhow::Result<TableState> {
             match entry.content_type() {
                 DataContentType::Data => data_files.push((seq, path)),
                 DataContentType::EqualityDeletes => delete_files.push((seq, path)),
-                DataContentType::PositionDeletes => bail!("unexpected position deletes: {path}"),
+                DataContentType::PositionDeletes => position_delete_files.push(path),
             }
         }
     }
@@ -687,10 +689,32 @@ async fn read_table(catalog_path: &Path) -> anyhow::Result<TableState> {
             }
         }
     }
+    // Rows removed by position (data file path, row position); a position-delete file only
+    // names files written before it.
+    let mut deleted_rows: HashSet<(String, i64)> = HashSet::new();
+    for path in &position_delete_files {
+        for batch in read_parquet(&table.file_io, path).await? {
+            let files = batch
+                .column_by_name("file_path")
+                .with_context(|| format!("{path}: no file_path column"))?;
+            let files = arrow::compute::cast(files, &DataType::Utf8)?;
+            let files = files.as_string::<i32>();
+            let positions = int64_column(&batch, "pos", path)?;
+            for (file, pos) in files
+                .iter()
+                .zip(positions.as_primitive::<Int64Type>().values())
+            {
+                deleted_rows.insert((file.unwrap_or_default().to_string(), *pos));
+            }
+        }
+    }
     let mut live = HashMap::new();
     for (seq, path) in &data_files {
+        let mut position = 0i64;
         for batch in read_parquet(&table.file_io, path).await? {
             let ids = int64_column(&batch, "id", path)?;
+            let first = position;
+            position += batch.num_rows() as i64;
             let emails = batch
                 .column_by_name("email")
                 .with_context(|| format!("{path}: no email column"))?;
@@ -698,7 +722,9 @@ async fn read_table(catalog_path: &Path) -> anyhow::Result<TableState> {
             let emails = emails.as_string::<i32>();
             for (row, id) in ids.as_primitive::<Int64Type>().values().iter().enumerate() {
                 // An equality delete applies to data files of a LOWER sequence number.
-                if deleted_at.get(id).is_some_and(|at| *at > *seq) {
+                if deleted_at.get(id).is_some_and(|at| *at > *seq)
+                    || deleted_rows.contains(&(path.clone(), first + row as i64))
+                {
                     continue;
                 }
                 let email = if emails.is_null(row) {

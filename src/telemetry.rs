@@ -64,6 +64,7 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub staged_bytes: Gauge,
     pub buffered_bytes: Gauge,
+    pub paused: Gauge,
     ready: AtomicBool,
 }
 
@@ -129,8 +130,14 @@ impl Default for Metrics {
         let buffered_bytes = Gauge::default();
         registry.register(
             "floe_buffered_bytes",
-            "Approximate bytes of changes buffered in memory",
+            "Approximate bytes of changes buffered in memory, with the flushes being written",
             buffered_bytes.clone(),
+        );
+        let paused = Gauge::default();
+        registry.register(
+            "floe_reading_paused",
+            "Whether reading is paused (1) because the staged window is full and its commit is in flight or failing",
+            paused.clone(),
         );
         Metrics {
             registry,
@@ -145,6 +152,7 @@ impl Default for Metrics {
             consumer_lag,
             staged_bytes,
             buffered_bytes,
+            paused,
             ready: AtomicBool::new(false),
         }
     }

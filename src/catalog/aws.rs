@@ -41,3 +41,32 @@ pub fn s3_client(
     }
     aws_sdk_s3::Client::from_conf(builder.build())
 }
+
+/// Whether an S3 call that failed this way may succeed when sent again: no answer (dispatch
+/// failure, timeout, a response cut off), a 5xx, throttling (429, `SlowDown`), a request
+/// timeout or expired credentials. Other answers (access denied, no such bucket or key, a bad
+/// request) do not change by themselves.
+pub fn s3_transient<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    use aws_sdk_s3::error::SdkError;
+    match e {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || status == 408
+                || matches!(
+                    service.err().code(),
+                    Some("SlowDown" | "RequestTimeout" | "ExpiredToken" | "TokenRefreshRequired")
+                )
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => false,
+    }
+}

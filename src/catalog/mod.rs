@@ -244,8 +244,25 @@ pub(crate) async fn write_metadata(
         .map_err(|e| CatalogError::Other {
             catalog,
             message: format!("write {location}: {e}"),
-            retryable: true,
+            retryable: io_retryable(&e),
         })
+}
+
+/// Whether a failed read or write of a table's files may succeed when tried again: the
+/// storage marked the error (or one it caused) retryable, as S3 throttling, 5xx answers and
+/// timeouts are. Access denied, a missing bucket or a local file system error is not.
+pub(crate) fn io_retryable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<iceberg::Error>()
+            .is_some_and(iceberg::Error::retryable)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 pub(crate) async fn read_metadata(
@@ -261,7 +278,7 @@ pub(crate) async fn read_metadata(
         .map_err(|e| CatalogError::Other {
             catalog,
             message: format!("read {location}: {e}"),
-            retryable: true,
+            retryable: io_retryable(&e),
         })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| CatalogError::other(catalog, format!("{location} is not table metadata: {e}")))

@@ -28,12 +28,12 @@ use serde_json::{Value, json};
 use super::s3_storage::{self, S3RequestCounts, S3RequestStats};
 use super::{CatalogError, LoadedTable, TableCatalog, TableIdent};
 use crate::config::{RestAuth, RestCatalog as RestConfig, Secret};
+use crate::retry::Backoff;
 
 const KIND: &str = "rest";
-/// Attempts per request when the server throttles (429) or is unavailable (503).
-const MAX_ATTEMPTS: u32 = 5;
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Retries of a request the server throttles (429) or is unavailable for (503), or of a GET
+/// whose answer was lost.
+const RETRIES: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5), 4);
 /// An OAuth2 token is renewed this long before it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
@@ -367,7 +367,7 @@ impl RestCatalog {
             None => None,
         };
         let idempotent = method == Method::GET;
-        let mut backoff = FIRST_BACKOFF;
+        let mut waits = RETRIES.delays();
         let mut renewed = false;
         let mut renew_now = false;
         let mut attempt = 0;
@@ -398,12 +398,12 @@ impl RestCatalog {
                             if matches!(
                                 status,
                                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                            ) && attempt < MAX_ATTEMPTS
+                            ) && let Some(wait) = waits.next()
                             {
                                 tracing::debug!(%url, %status, attempt, "catalog busy; retrying");
-                                tokio::time::sleep(retry_after.unwrap_or(backoff).min(MAX_BACKOFF))
-                                    .await;
-                                backoff = (backoff * 2).min(MAX_BACKOFF);
+                                // The catalog's own Retry-After wins, up to the longest wait.
+                                let wait = retry_after.map_or(wait, |r| r.min(RETRIES.longest));
+                                tokio::time::sleep(wait).await;
                                 continue;
                             }
                             if status == StatusCode::UNAUTHORIZED
@@ -423,11 +423,10 @@ impl RestCatalog {
             };
             if let Reply::Lost(message) = &reply
                 && idempotent
-                && attempt < MAX_ATTEMPTS
+                && let Some(wait) = waits.next()
             {
                 tracing::debug!(%url, attempt, error = %message, "catalog request failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(wait).await;
                 continue;
             }
             return Ok(reply);

@@ -280,15 +280,27 @@ fn split_location(path: &str) -> iceberg::Result<(&str, &str)> {
     }
 }
 
-fn s3_error<E>(op: &str, path: &str, e: E) -> Error
+/// A failed S3 call, retryable when the failure may pass (see [`super::aws::s3_transient`]):
+/// the commit engine then tries the commit again later instead of stopping the run.
+fn s3_error<E>(
+    op: &str,
+    path: &str,
+    e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let retryable = super::aws::s3_transient(&e);
     Error::new(
         ErrorKind::Unexpected,
         format!("S3 {op} {path}: {}", DisplayErrorContext(&e)),
     )
-    .with_retryable(true)
+    .with_retryable(retryable)
+}
+
+/// A response body cut off midway: reading it again may work.
+fn body_error(path: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Unexpected, format!("S3 GET {path} (body): {e}")).with_retryable(true)
 }
 
 fn refused(op: &str, path: &str) -> Error {
@@ -351,11 +363,7 @@ async fn get_range(
         request = request.range(format!("bytes={}-{}", range.start, range.end - 1));
     }
     let out = request.send().await.map_err(|e| s3_error("GET", path, e))?;
-    let body = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| s3_error("GET (body)", path, e))?;
+    let body = out.body.collect().await.map_err(|e| body_error(path, e))?;
     Ok(body.into_bytes())
 }
 

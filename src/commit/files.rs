@@ -30,10 +30,52 @@ pub struct FileSettings {
     pub zstd_level: i32,
 }
 
+/// A failure writing or reading a table's files, and whether the commit may succeed if tried
+/// again: it may when the storage answered with an error that passes (throttling, 5xx,
+/// timeouts), anywhere in the error's chain; not when the data, the table or the writer is
+/// wrong.
+#[derive(Debug, Clone)]
+pub struct FileError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl FileError {
+    pub fn permanent(message: impl std::fmt::Display) -> Self {
+        FileError {
+            message: message.to_string(),
+            retryable: false,
+        }
+    }
+
+    /// The same failure, with where it happened in front.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        FileError {
+            message: format!("{what}: {}", self.message),
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + 'static> From<E> for FileError {
+    fn from(e: E) -> Self {
+        FileError {
+            retryable: crate::catalog::io_retryable(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// iceberg-rust's Parquet writer ignores the table's `write.parquet.*` properties and would
 /// write uncompressed files; Floe always passes zstd.
-fn writer_properties(settings: FileSettings) -> Result<WriterProperties, String> {
-    let level = ZstdLevel::try_new(settings.zstd_level).map_err(|e| e.to_string())?;
+fn writer_properties(settings: FileSettings) -> Result<WriterProperties, FileError> {
+    let level = ZstdLevel::try_new(settings.zstd_level).map_err(FileError::from)?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .build())
@@ -50,14 +92,14 @@ fn rolling(
         DefaultLocationGenerator,
         DefaultFileNameGenerator,
     >,
-    String,
+    FileError,
 > {
     let metadata: &TableMetadata = &table.metadata;
     Ok(RollingFileWriterBuilder::new(
         ParquetWriterBuilder::new(writer_properties(settings)?, schema),
         settings.target_file_size as usize,
         table.file_io.clone(),
-        DefaultLocationGenerator::new(metadata).map_err(|e| e.to_string())?,
+        DefaultLocationGenerator::new(metadata).map_err(FileError::from)?,
         DefaultFileNameGenerator::new(file_prefix, None, DataFileFormat::Parquet),
     ))
 }
@@ -68,7 +110,7 @@ pub async fn write_data_files(
     rows: RecordBatch,
     settings: FileSettings,
     commit_id: &str,
-) -> Result<Vec<DataFile>, String> {
+) -> Result<Vec<DataFile>, FileError> {
     let schema = table.metadata.current_schema().clone();
     let builder = DataFileWriterBuilder::new(rolling(
         table,
@@ -76,9 +118,9 @@ pub async fn write_data_files(
         settings,
         format!("{commit_id}-data"),
     )?);
-    let mut writer = builder.build(None).await.map_err(|e| e.to_string())?;
-    writer.write(rows).await.map_err(|e| e.to_string())?;
-    writer.close().await.map_err(|e| e.to_string())
+    let mut writer = builder.build(None).await.map_err(FileError::from)?;
+    writer.write(rows).await.map_err(FileError::from)?;
+    writer.close().await.map_err(FileError::from)
 }
 
 /// Writes the primary-key columns of `rows` as equality-delete files on the identifier fields.
@@ -87,14 +129,14 @@ pub async fn write_equality_deletes(
     rows: RecordBatch,
     settings: FileSettings,
     commit_id: &str,
-) -> Result<Vec<DataFile>, String> {
+) -> Result<Vec<DataFile>, FileError> {
     let schema = table.metadata.current_schema().clone();
     let key_ids: Vec<i32> = schema.identifier_field_ids().collect();
     let config =
-        EqualityDeleteWriterConfig::new(key_ids, schema.clone()).map_err(|e| e.to_string())?;
+        EqualityDeleteWriterConfig::new(key_ids, schema.clone()).map_err(FileError::from)?;
     // The delete file holds only the key columns: its Parquet schema is the projection.
     let delete_schema = iceberg::arrow::arrow_schema_to_schema(config.projected_arrow_schema_ref())
-        .map_err(|e| e.to_string())?;
+        .map_err(FileError::from)?;
     let builder = EqualityDeleteFileWriterBuilder::new(
         rolling(
             table,
@@ -104,9 +146,9 @@ pub async fn write_equality_deletes(
         )?,
         config,
     );
-    let mut writer = builder.build(None).await.map_err(|e| e.to_string())?;
-    writer.write(rows).await.map_err(|e| e.to_string())?;
-    writer.close().await.map_err(|e| e.to_string())
+    let mut writer = builder.build(None).await.map_err(FileError::from)?;
+    writer.write(rows).await.map_err(FileError::from)?;
+    writer.close().await.map_err(FileError::from)
 }
 
 /// Writes position deletes (sorted by file and position) as position-delete files.
@@ -115,7 +157,7 @@ pub async fn write_position_deletes(
     deletes: &[PositionDelete],
     settings: FileSettings,
     file_prefix: &str,
-) -> Result<Vec<DataFile>, String> {
+) -> Result<Vec<DataFile>, FileError> {
     use iceberg::metadata_columns::{
         RESERVED_FIELD_ID_DELETE_FILE_PATH, RESERVED_FIELD_ID_DELETE_FILE_POS,
     };
@@ -139,9 +181,8 @@ pub async fn write_position_deletes(
             )),
         ])
         .build()
-        .map_err(|e| e.to_string())?;
-    let arrow =
-        Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).map_err(|e| e.to_string())?);
+        .map_err(FileError::from)?;
+    let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).map_err(FileError::from)?);
     let batch = RecordBatch::try_new(
         arrow,
         vec![
@@ -151,7 +192,7 @@ pub async fn write_position_deletes(
             Arc::new(Int64Array::from_iter_values(deletes.iter().map(|d| d.pos))),
         ],
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(FileError::from)?;
     let mut writer = rolling(
         table,
         Arc::new(schema),
@@ -159,14 +200,11 @@ pub async fn write_position_deletes(
         format!("{file_prefix}-pos-delete"),
     )?
     .build();
-    writer
-        .write(&None, &batch)
-        .await
-        .map_err(|e| e.to_string())?;
+    writer.write(&None, &batch).await.map_err(FileError::from)?;
     writer
         .close()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(FileError::from)?
         .into_iter()
         .map(|mut file| {
             // Bounds on the path let readers skip the file for every other data file (it is
@@ -190,7 +228,7 @@ pub async fn write_position_deletes(
                     ),
                     (RESERVED_FIELD_ID_DELETE_FILE_POS, Datum::long(max_pos)),
                 ]));
-            file.build().map_err(|e| e.to_string())
+            file.build().map_err(FileError::permanent)
         })
         .collect()
 }

@@ -62,7 +62,12 @@ pub enum CommitError {
     #[error("table {table}: {message}")]
     Invalid { table: String, message: String },
     #[error("table {table}: {message}")]
-    Files { table: String, message: String },
+    Files {
+        table: String,
+        message: String,
+        /// The storage answered with an error that may pass.
+        retryable: bool,
+    },
     #[error(
         "table {table}: another writer committed {topic} partition {partition} meanwhile; \
          the uncommitted changes must be re-read"
@@ -85,7 +90,8 @@ impl CommitError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CommitError::Catalog { source, .. } => source.is_retryable(),
-            CommitError::Exhausted { .. } | CommitError::Files { .. } => true,
+            CommitError::Exhausted { .. } => true,
+            CommitError::Files { retryable, .. } => *retryable,
             CommitError::IncompatibleSchema { .. }
             | CommitError::Invalid { .. }
             | CommitError::Superseded { .. } => false,
@@ -412,9 +418,10 @@ impl CommitEngine {
         }
 
         let commit_id = uuid::Uuid::new_v4().to_string();
-        let files_error = |message: String| CommitError::Files {
+        let files_error = |e: files::FileError| CommitError::Files {
             table: table.clone(),
-            message,
+            message: e.message,
+            retryable: e.retryable,
         };
         let keys_of = |batch: &Option<RecordBatch>| -> Vec<ArrayRef> {
             batch.as_ref().map_or_else(Vec::new, |b| {
@@ -443,6 +450,7 @@ impl CommitEngine {
             .map_err(files_error)?;
 
         let mut attempt = 0;
+        let mut waits = self.backoff().delays();
         let landed = loop {
             attempt += 1;
             let plan = snapshot::plan(
@@ -477,7 +485,7 @@ impl CommitEngine {
                     last: error,
                 });
             }
-            tokio::time::sleep(self.backoff(attempt)).await;
+            tokio::time::sleep(waits.next().unwrap_or(self.settings.max_backoff)).await;
             base = self.reload(&ident).await?;
             unpartitioned(&base).map_err(&invalid)?;
             // A timeout or a 5xx may hide a commit that did land: never apply it twice.
@@ -619,9 +627,11 @@ impl CommitEngine {
                 slot.fallback = Some(reason);
                 Ok(())
             }
+            // Reading the table's files: what failed may pass.
             Err(index::IndexError::Read(message)) => Err(CommitError::Files {
                 table: ident.to_string(),
                 message: format!("building the key index: {message}"),
+                retryable: true,
             }),
         }
     }
@@ -637,12 +647,12 @@ impl CommitEngine {
         keys: &[ArrayRef],
         truncating: bool,
         file_prefix: &str,
-    ) -> Result<(Vec<iceberg::spec::DataFile>, u64), String> {
+    ) -> Result<(Vec<iceberg::spec::DataFile>, u64), files::FileError> {
         match (index, deletes) {
             // A truncating commit replaces every file: nothing older to remove.
             (Some(_), _) if truncating => Ok((Vec::new(), 0)),
             (Some(index), Some(_)) => {
-                let positions = index.locate(keys)?;
+                let positions = index.locate(keys).map_err(files::FileError::permanent)?;
                 let n = positions.len() as u64;
                 let files = files::write_position_deletes(
                     base,
@@ -668,15 +678,13 @@ impl CommitEngine {
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .settings
-            .backoff
-            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
-        let capped = exp.min(self.settings.max_backoff);
-        // Up to 25% jitter so racing writers do not retry in lockstep.
-        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-        capped + capped.mul_f64(f64::from(jitter) / 4000.0)
+    /// The waits between attempts of one commit.
+    fn backoff(&self) -> crate::retry::Backoff {
+        crate::retry::Backoff::new(
+            self.settings.backoff,
+            self.settings.max_backoff,
+            self.settings.max_attempts as usize,
+        )
     }
 
     async fn create_table(
@@ -733,6 +741,7 @@ impl CommitEngine {
         incoming: &ArrowSchema,
     ) -> Result<Option<LoadedTable>, CommitError> {
         let mut attempt = 0;
+        let mut waits = self.backoff().delays();
         loop {
             attempt += 1;
             let current = base.metadata.current_schema();
@@ -774,7 +783,7 @@ impl CommitEngine {
                             CatalogError::Conflict { .. } | CatalogError::CommitStateUnknown { .. }
                         ) || e.is_retryable()) =>
                 {
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(waits.next().unwrap_or(self.settings.max_backoff)).await;
                     base = self.reload(ident).await?;
                 }
                 Err(source) => {

@@ -14,6 +14,7 @@ use iceberg::spec::{
 };
 use iceberg::{TableRequirement, TableUpdate};
 
+use super::files::FileError;
 use super::offsets::{CommittedOffsets, SUMMARY_COMMIT_ID, SUMMARY_GROUP, SUMMARY_OFFSETS};
 use crate::catalog::LoadedTable;
 
@@ -34,17 +35,17 @@ pub struct CommitFiles<'a> {
     pub replace_all: bool,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: iceberg::Error) -> FileError {
+    FileError::from(e)
 }
 
-pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<SnapshotPlan, String> {
+pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<SnapshotPlan, FileError> {
     let metadata = &base.metadata;
     if metadata.format_version() != FormatVersion::V2 {
-        return Err(format!(
+        return Err(FileError::permanent(format!(
             "table format version {} is not supported; Floe writes format version 2 tables",
             metadata.format_version()
-        ));
+        )));
     }
     let snapshot_id = new_snapshot_id(base);
     let sequence_number = metadata.next_sequence_number();
@@ -94,9 +95,11 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
             .map_err(err)?
             .read()
             .await
-            .map_err(|e| format!("read manifest list {}: {e}", current.manifest_list()))?;
+            .map_err(|e| {
+                err(e).context(format!("read manifest list {}", current.manifest_list()))
+            })?;
         let list = ManifestList::parse_with_version(&bytes, metadata.format_version())
-            .map_err(|e| format!("manifest list {}: {e}", current.manifest_list()))?;
+            .map_err(|e| err(e).context(format!("manifest list {}", current.manifest_list())))?;
         manifests.extend(list.consume_entries());
     }
 
@@ -116,7 +119,8 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         .map_err(err)?;
     list_writer.close().await.map_err(err)?;
 
-    let mut offsets = CommittedOffsets::of_table(metadata, files.group)?;
+    let mut offsets =
+        CommittedOffsets::of_table(metadata, files.group).map_err(FileError::permanent)?;
     offsets.merge(files.offsets);
     let mut properties = summary.build();
     if files.replace_all

@@ -369,6 +369,10 @@ pub struct RawFlush {
     pub interval: Duration,
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: Duration,
+    #[serde(default = "default_max_staged_bytes")]
+    pub max_staged_bytes: ByteSize,
+    #[serde(default = "default_max_concurrent_commits")]
+    pub max_concurrent_commits: usize,
     #[serde(default = "default_target_file_size")]
     pub target_file_size: ByteSize,
     #[serde(default = "default_zstd_level")]
@@ -385,6 +389,8 @@ impl Default for RawFlush {
             max_buffered_bytes: default_max_buffered_bytes(),
             interval: default_flush_interval(),
             commit_interval: default_commit_interval(),
+            max_staged_bytes: default_max_staged_bytes(),
+            max_concurrent_commits: default_max_concurrent_commits(),
             target_file_size: default_target_file_size(),
             zstd_level: default_zstd_level(),
             drain_timeout: default_drain_timeout(),
@@ -410,6 +416,14 @@ fn default_flush_interval() -> Duration {
 
 fn default_commit_interval() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_max_staged_bytes() -> ByteSize {
+    ByteSize::mib(256)
+}
+
+fn default_max_concurrent_commits() -> usize {
+    4
 }
 
 fn default_target_file_size() -> ByteSize {

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{DecodeError, KafkaRecord};
 use crate::config::{ErrorsConfig, KafkaConfig};
-use crate::source::client_config;
+use crate::source::dead_letter_producer;
 
 /// The dead-letter headers Floe adds to the record's own.
 pub const ERROR_HEADER: &str = "floe.error";
@@ -87,22 +87,7 @@ impl ErrorPolicy {
             ErrorsConfig::Fail => Action::Fail,
             ErrorsConfig::Skip => Action::Skip,
             ErrorsConfig::Dlq { topic } => {
-                let mut config = client_config(kafka);
-                if config.get("message.max.bytes").is_none() {
-                    // A dead letter is as large as the record it carries, which the broker
-                    // accepted into the source topic: librdkafka's 1 MB default would refuse
-                    // it (the dead-letter topic's own limit still applies).
-                    config.set("message.max.bytes", "1000000000");
-                }
-                let producer = config
-                    // Every dead letter is awaited one by one, so batching only adds latency.
-                    .set("linger.ms", "0")
-                    .set("acks", "all")
-                    .set(
-                        "message.timeout.ms",
-                        DLQ_DELIVERY_TIMEOUT.as_millis().to_string(),
-                    )
-                    .create()?;
+                let producer = dead_letter_producer(kafka, DLQ_DELIVERY_TIMEOUT)?;
                 Action::Dlq {
                     topic: topic.clone(),
                     producer,

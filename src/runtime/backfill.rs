@@ -21,9 +21,11 @@ use super::{Runtime, RuntimeError, detach};
 use crate::catalog::CatalogError;
 use crate::config::{TableName, TopicSelection};
 use crate::decode::Decoder;
+use crate::retry::Backoff;
 
-/// Attempts for a retryable commit failure at the end of a backfill.
-const FINAL_COMMIT_ATTEMPTS: u32 = 5;
+/// Retries of a retryable commit failure at the end of a backfill (2, 4, 8, 16 s and jitter).
+const FINAL_COMMIT_RETRIES: Backoff =
+    Backoff::new(Duration::from_secs(2), Duration::from_secs(32), 4);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -380,13 +382,12 @@ impl Runtime {
         let tables: Vec<TableName> = self.tables.keys().cloned().collect();
         for table in tables {
             let state = &self.tables[&table];
-            if state.staged.is_empty() && state.staged_offsets.is_empty() {
+            if !state.has_work() && state.flushing.is_empty() {
                 continue;
             }
-            let mut attempt = 0;
+            let mut waits = FINAL_COMMIT_RETRIES.delays();
             loop {
-                attempt += 1;
-                match self.commit_table(&table).await {
+                match self.commit_one(&table).await {
                     Ok(()) => break,
                     Err(RuntimeError::Commit(e)) if e.is_retryable() => {
                         self.metrics.error("commit", "retryable");
@@ -394,11 +395,10 @@ impl Runtime {
                             tracing::warn!(%table, error = %e, "commit failed; will retry");
                             break;
                         }
-                        if attempt >= FINAL_COMMIT_ATTEMPTS {
+                        let Some(wait) = waits.next() else {
                             self.fail(&table, e.to_string(), failed).await;
                             break;
-                        }
-                        let wait = Duration::from_secs(1 << attempt.min(5));
+                        };
                         tracing::warn!(%table, error = %e, retry_in = ?wait, "commit failed; retrying");
                         tokio::time::sleep(wait).await;
                     }
@@ -421,10 +421,7 @@ impl Runtime {
     ) {
         failed.entry(table.clone()).or_insert(error);
         if let Some(state) = self.tables.remove(table) {
-            // Deletion is best effort; the lifecycle rule removes what is left.
-            for delta in &state.staged {
-                self.stager.delete(delta).await;
-            }
+            state.discard(&self.stager).await;
         }
     }
 

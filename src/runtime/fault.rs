@@ -6,8 +6,8 @@
 //! costs one atomic load.
 //!
 //! `FLOE_TEST_PAUSE_AT=<point>:<milliseconds>` blocks the loop that long the first time it
-//! passes the named pause, as a catalog that takes that long would. Pauses: `table-commit`
-//! (a table with staged work is about to be committed).
+//! passes the named pause, as a loop stalled that long would. Pauses: `table-commit`
+//! (a commit round with staged work is about to start; the loop does not poll meanwhile).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,7 +1,9 @@
-//! runtime: `floe run`. Wires the stages together in one loop: Kafka records are decoded,
-//! buffered per table, flushed to staged deltas on rows / bytes / interval, and committed per
-//! table on the commit interval; group offsets are committed to Kafka only after the table
-//! commit that holds them.
+//! runtime: `floe run`. The consume loop decodes Kafka records into per-table buffers; flushes
+//! stage them as Parquet deltas in tasks of their own ([`window`]); on the commit interval a
+//! round commits the frozen window, table by table a few at once, in a task beside the loop
+//! ([`round`]); rebalances are handled between records ([`rebalance`]). The loop keeps polling
+//! (and so stays in the group) while flushes and commits run. Group offsets are committed to
+//! Kafka only after the table commit that holds them.
 //!
 //! Exactly once: the table is the record of what was applied. Every assigned partition starts
 //! paused; the loop reads the offsets its table holds (`floe.offsets.<group>`), seeks there and
@@ -11,37 +13,35 @@
 //! change the table already holds, and group offsets are committed only after the table commit.
 //!
 //! Rebalances are a protocol, not a callback side effect: the consumer context only forwards
-//! them over a channel (and pauses what it was given); the loop drops in-flight work when
-//! partitions are revoked (it will be re-read by whoever owns them next) before it handles
-//! another record.
+//! them over a channel (and pauses what it was given); the loop finishes the round in flight,
+//! then drops in-flight work when partitions are revoked (it will be re-read by whoever owns
+//! them next) before it handles another record.
 
 mod backfill;
 mod context;
 pub(crate) mod fault;
+mod rebalance;
+mod round;
+mod window;
 
 pub use backfill::{BackfillOptions, BackfillReport, TableReport};
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
 
-use crate::buffer::TableBuffer;
-use crate::commit::{
-    CommitEngine, CommitError, CommitSettings, CommittedOffsets, FileSettings, TableChanges,
-    TableSpec,
-};
-use crate::config::{Config, StartFrom, TableName, TopicSelection};
-use crate::decode::{
-    BatchPart, Decoded, Decoder, ErrorPolicy, KafkaPosition, KafkaRecord, PolicyError,
-};
-use crate::stage::{StageError, StagedDelta, Stager};
+use crate::commit::{CommitEngine, CommitError, CommitSettings, FileSettings};
+use crate::config::{Config, TableName, TopicSelection};
+use crate::decode::{Decoded, Decoder, ErrorPolicy, KafkaRecord, PolicyError};
+use crate::stage::{StageError, Stager};
 use crate::telemetry::{Metrics, TableOp};
 use context::{RebalanceEvent, RebalanceForwarder};
+use window::TableState;
 
 /// Why `floe run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,21 +70,6 @@ pub struct RunSummary {
     pub rows_written: u64,
 }
 
-#[derive(Default)]
-struct TableState {
-    buffer: TableBuffer,
-    staged: Vec<StagedDelta>,
-    /// Positions covered by `staged` (and by flushes that produced no rows).
-    staged_offsets: CommittedOffsets,
-    /// The source table was truncated here in this window; `staged` holds only what came after.
-    truncated_at: Option<KafkaPosition>,
-    /// The primary key the decoder found for the table (Kafka key or configured override).
-    primary_key: Vec<String>,
-    /// Consecutive failed commits, for backoff.
-    failures: u32,
-    retry_at: Option<Instant>,
-}
-
 pub struct Runtime {
     config: Config,
     consumer: Arc<StreamConsumer<RebalanceForwarder>>,
@@ -93,9 +78,19 @@ pub struct Runtime {
     rebalanced: Arc<tokio::sync::Notify>,
     decoder: Decoder,
     policy: ErrorPolicy,
-    engine: CommitEngine,
-    stager: Stager,
+    engine: Arc<CommitEngine>,
+    stager: Arc<Stager>,
+    /// The window: per table, what was read since its last commit.
     tables: HashMap<TableName, TableState>,
+    /// Notified when a flush task has written its delta.
+    flushed: Arc<tokio::sync::Notify>,
+    /// The commit round in flight.
+    round: Option<JoinHandle<round::RoundResults>>,
+    /// The partitions paused because the window is full (`None`: reading).
+    paused: Option<Vec<(String, i32)>>,
+    /// Staged bytes the round in flight is trying again (its tables' last commit failed):
+    /// they count toward the window's bound until the round lands.
+    retrying_bytes: u64,
     summary: RunSummary,
     /// What was committed per table, for the backfill report.
     committed: HashMap<TableName, Committed>,
@@ -115,17 +110,8 @@ impl Runtime {
         let (tx, events) = std::sync::mpsc::channel();
         let rebalanced = Arc::new(tokio::sync::Notify::new());
         let metrics = Arc::new(Metrics::default());
-        let mut consumer_config = crate::source::consumer_config(&config.kafka);
-        if consumer_config.get("statistics.interval.ms").is_none() {
-            // librdkafka reports consumer lag per partition in its statistics.
-            consumer_config.set("statistics.interval.ms", "15000");
-        }
-        if consumer_config.get("fetch.queue.backoff.ms").is_none() {
-            // librdkafka waits this long to fetch again once its queue is full (1 s by default),
-            // which idles a consumer that empties the queue faster than that.
-            consumer_config.set("fetch.queue.backoff.ms", "10");
-        }
-        let consumer: StreamConsumer<RebalanceForwarder> = consumer_config.create_with_context(
+        let consumer = crate::source::stream_consumer(
+            &config.kafka,
             RebalanceForwarder::new(tx, rebalanced.clone(), metrics.clone()),
         )?;
         let catalog = crate::catalog::open_catalog(&config.catalog)
@@ -166,9 +152,13 @@ impl Runtime {
             rebalanced,
             decoder,
             policy,
-            engine,
-            stager,
+            engine: Arc::new(engine),
+            stager: Arc::new(stager),
             tables: HashMap::new(),
+            flushed: Arc::new(tokio::sync::Notify::new()),
+            round: None,
+            paused: None,
+            retrying_bytes: 0,
             summary: RunSummary::default(),
             committed: HashMap::new(),
             metrics,
@@ -221,42 +211,45 @@ impl Runtime {
         tokio::pin!(shutdown);
         let consumer = self.consumer.clone();
         let rebalanced = self.rebalanced.clone();
+        let flushed = self.flushed.clone();
+        // A commit tick that came while a round was in flight: the next round starts when it
+        // ends.
+        let mut round_due = false;
         let outcome = loop {
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
                 _ = &mut shutdown => break Ok(()),
-                _ = rebalanced.notified() => {
-                    if let Err(e) = self.handle_rebalances().await { break Err(e) }
-                }
-                _ = commit_tick.tick() => {
-                    if let Err(e) = self.commit_all(false).await { break Err(e) }
-                }
-                _ = flush_tick.tick() => {
-                    if let Err(e) = self.flush_due().await { break Err(e) }
-                }
-                message = consumer.recv() => {
-                    // Rebalance callbacks run inside that poll: act on them before the record.
-                    if let Err(e) = self.handle_rebalances().await { break Err(e) }
-                    match message {
-                        Ok(m) => {
-                            let m = detach(m);
-                            if let Err(e) = self.handle_record(&m).await {
-                                if matches!(e, RuntimeError::Policy(_)) {
-                                    // Commit what came before the bad record, then stop before it.
-                                    if let Err(commit) = self.commit_all(true).await {
-                                        tracing::error!(error = %commit, "commit before stopping failed");
-                                    }
-                                }
-                                break Err(e)
-                            }
-                        }
-                        Err(e) => {
-                            self.metrics.error("consume", "kafka");
-                            tracing::warn!(error = %e, "kafka consumer error; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
+                results = wait_round(&mut self.round), if self.round.is_some() => {
+                    self.round = None;
+                    match results {
+                        Ok(results) => self.round_ended(results, &mut round_due).await,
+                        Err(e) => Err(RuntimeError::Setup(format!("a commit round failed: {e}"))),
                     }
                 }
+                _ = rebalanced.notified() => self.handle_rebalances().await,
+                _ = commit_tick.tick() => {
+                    if self.round.is_some() {
+                        round_due = true;
+                        Ok(())
+                    } else {
+                        self.start_round(false).await
+                    }
+                }
+                _ = flushed.notified() => self.settle_flushes(false).await,
+                // A flush task notifies just before it ends: what that wake-up found
+                // unfinished is taken in here.
+                _ = flush_tick.tick() => match self.settle_flushes(false).await {
+                    Ok(()) => self.flush_due().await,
+                    failed => failed,
+                },
+                message = consumer.recv() => self.on_message(message).await,
+            };
+            let step = match step {
+                Ok(()) => self.after_step().await,
+                failed => failed,
+            };
+            if let Err(e) = step {
+                break Err(e);
             }
         };
         self.metrics.set_ready(false);
@@ -275,7 +268,7 @@ impl Runtime {
             Ok(()) => {
                 tracing::info!("shutting down: flushing and committing");
                 let drain = self.config.flush.drain_timeout;
-                match tokio::time::timeout(drain, self.commit_all(true)).await {
+                match tokio::time::timeout(drain, self.commit_all()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(e),
                     Err(_) => return Err(RuntimeError::DrainTimeout(drain)),
@@ -289,196 +282,94 @@ impl Runtime {
                 Ok(self.summary.clone())
             }
             Err(e) => {
-                // Nothing after the failure is acknowledged; what was committed stays.
+                // Nothing after the failure is acknowledged; what was committed stays. A round
+                // in flight is stopped wherever it is: a table commit lands whole or not at
+                // all, and what it held is re-read and skipped after a restart.
+                if let Some(round) = self.round.take() {
+                    round.abort();
+                }
                 self.consumer.unsubscribe();
                 Err(e)
             }
         }
     }
 
-    async fn handle_rebalances(&mut self) -> Result<(), RuntimeError> {
-        while let Ok(event) = self.events.try_recv() {
-            match event {
-                RebalanceEvent::Revoked(partitions) => {
-                    tracing::info!(
-                        ?partitions,
-                        "partitions revoked: dropping uncommitted work; it will be re-read"
-                    );
-                    self.drop_uncommitted().await;
-                }
-                RebalanceEvent::Assigned(partitions) => {
-                    tracing::info!(?partitions, "partitions assigned");
-                    self.start_at_table_offsets(&partitions).await?;
-                    self.metrics.set_ready(true);
-                }
-                RebalanceEvent::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-                RebalanceEvent::PauseFailed(e) => {
-                    return Err(RuntimeError::Setup(format!(
-                        "could not pause newly assigned partitions: {e}"
-                    )));
-                }
-            }
+    /// Finishes the round in flight, then commits everything read, tables waiting for a retry
+    /// included; any failure is returned.
+    async fn commit_all(&mut self) -> Result<(), RuntimeError> {
+        self.finish_round_in_flight().await?;
+        self.start_round(true).await?;
+        if let Some(round) = self.round.take() {
+            let results = round
+                .await
+                .map_err(|e| RuntimeError::Setup(format!("a commit round failed: {e}")))?;
+            self.take_results(results, true).await?;
         }
         Ok(())
     }
 
-    /// Forgets every table's buffered and staged work (whoever owns the partitions next reads
-    /// it again from the offsets the tables hold) and removes the staged files.
-    async fn drop_uncommitted(&mut self) {
-        let tables = std::mem::take(&mut self.tables);
-        for state in tables.into_values() {
-            for delta in &state.staged {
-                self.stager.delete(delta).await;
-            }
-        }
-        self.update_buffer_gauges();
-    }
-
-    /// Seeks each newly assigned (and paused) partition to the next offset its table needs,
-    /// then resumes them all. A partition its table holds no offset for keeps the position
-    /// librdkafka chose (the group's committed offset, else `start_from`; a `latest` start is
-    /// pinned in the group at once, see [`Runtime::pin_latest`]).
-    async fn start_at_table_offsets(
+    /// A round ended: take in its results, and start the next one if a tick came meanwhile.
+    async fn round_ended(
         &mut self,
-        partitions: &[(String, i32)],
+        results: round::RoundResults,
+        round_due: &mut bool,
     ) -> Result<(), RuntimeError> {
-        let mut by_table: HashMap<TableName, Vec<(&str, i32)>> = HashMap::new();
-        for (topic, partition) in partitions {
-            by_table
-                .entry(self.route(topic)?)
-                .or_default()
-                .push((topic, *partition));
-        }
-        let mut resume = TopicPartitionList::new();
-        let mut positioned = CommittedOffsets::default();
-        let mut unheld = Vec::new();
-        for (table, parts) in by_table {
-            let held = self.table_offsets(&table).await?;
-            for (topic, partition) in parts {
-                if let Some(next) = held.get(topic, partition) {
-                    self.seek_when_started(topic, partition, next).await?;
-                    positioned.advance(topic, partition, next);
-                    tracing::info!(%table, topic, partition, offset = next, "starting at the table's offset");
-                } else {
-                    unheld.push((topic, partition));
-                }
-                resume.add_partition(topic, partition);
-            }
-        }
-        if self.config.kafka.start_from == StartFrom::Latest {
-            self.pin_latest(&unheld, &mut positioned).await?;
-        }
-        self.consumer.resume(&resume)?;
-        // The group learns what the tables hold (a crash may have kept it from hearing), so
-        // its lag is right even before anything new arrives.
-        self.commit_kafka_offsets(&positioned);
-        Ok(())
-    }
-
-    /// With `start_from = "latest"`, a partition that neither its table nor the group holds an
-    /// offset for starts at its current end, and the group is told so at once: otherwise a
-    /// member that dies or loses the partition before its table's first commit leaves the next
-    /// owner starting at a later end, and what came between is never read.
-    async fn pin_latest(
-        &self,
-        partitions: &[(&str, i32)],
-        positioned: &mut CommittedOffsets,
-    ) -> Result<(), RuntimeError> {
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        let consumer = self.consumer.clone();
-        let wanted: Vec<(String, i32)> = partitions
-            .iter()
-            .map(|(t, p)| (t.to_string(), *p))
-            .collect();
-        // Both calls block on the broker: off the async thread.
-        let ends = tokio::task::spawn_blocking(move || {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition) in &wanted {
-                tpl.add_partition(topic, *partition);
-            }
-            let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
-            let mut ends = Vec::new();
-            for (topic, partition) in wanted {
-                let has_offset = committed
-                    .find_partition(&topic, partition)
-                    .is_some_and(|p| matches!(p.offset(), Offset::Offset(_)));
-                if !has_offset {
-                    let (_, high) = consumer.fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)?;
-                    ends.push((topic, partition, high));
-                }
-            }
-            Ok::<_, rdkafka::error::KafkaError>(ends)
-        })
-        .await
-        .map_err(|e| RuntimeError::Setup(format!("reading partition ends: {e}")))??;
-        for (topic, partition, end) in ends {
-            self.seek_when_started(&topic, partition, end).await?;
-            positioned.advance(&topic, partition, end);
-            tracing::info!(
-                topic,
-                partition,
-                offset = end,
-                "starting at the partition's end (start_from = latest); the group holds it from now"
-            );
+        self.take_results(results, false).await?;
+        if std::mem::take(round_due) {
+            self.start_round(false).await?;
         }
         Ok(())
     }
 
-    fn is_assigned(&self, topic: &str, partition: i32) -> bool {
-        self.consumer
-            .assignment()
-            .is_ok_and(|tpl| tpl.find_partition(topic, partition).is_some())
-    }
-
-    /// The offsets `table` holds, retrying catalog failures that may pass.
-    async fn table_offsets(&self, table: &TableName) -> Result<CommittedOffsets, RuntimeError> {
-        let mut attempt = 0u32;
-        loop {
-            match self.engine.committed_offsets(table).await {
-                Ok(offsets) => return Ok(offsets),
-                Err(e) if e.is_retryable() && attempt < 5 => {
-                    attempt += 1;
-                    let wait = Duration::from_millis(250 << attempt);
-                    self.metrics.error("assign", "retryable");
-                    tracing::warn!(%table, error = %e, retry_in = ?wait, "reading the table's offsets failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// After every step of the loop: act on rebalance events the last poll delivered, commit
+    /// a full window early, and pause or resume reading for the window's bound.
+    async fn after_step(&mut self) -> Result<(), RuntimeError> {
+        self.handle_rebalances().await?;
+        let now = std::time::Instant::now();
+        if self.round.is_none()
+            && self.staged_bytes() >= self.config.flush.max_staged_bytes
+            && self
+                .tables
+                .values()
+                .any(|s| s.has_work() && s.retry_at.is_none_or(|t| now >= t))
+        {
+            // The window is full: commit it now rather than at the interval.
+            self.start_round(false).await?;
         }
+        self.hold_window(self.committing())
     }
 
-    /// Seeks a partition once librdkafka has started fetching it: right after an assignment it
-    /// is still fetching the group's committed offset, and a seek then fails with a state
-    /// error (librdkafka never lets that lookup override a seek that succeeded).
-    async fn seek_when_started(
-        &self,
-        topic: &str,
-        partition: i32,
-        next: i64,
+    /// Whether the staged window waits on commits: a round in flight, or tables backing off
+    /// after failed commits.
+    fn committing(&self) -> bool {
+        self.round.is_some() || self.tables.values().any(|s| s.retry_at.is_some())
+    }
+
+    async fn on_message(
+        &mut self,
+        message: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<(), RuntimeError> {
-        let deadline = Instant::now() + SEEK_TIMEOUT;
-        loop {
-            match self.consumer.seek(
-                topic,
-                partition,
-                Offset::Offset(next),
-                Duration::from_secs(5),
-            ) {
-                Ok(()) => return Ok(()),
-                // A later rebalance took it away again; its event is next in the queue.
-                Err(_) if !self.is_assigned(topic, partition) => return Ok(()),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(topic, partition, error = %e, "partition not started yet; seeking again");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        // Rebalance callbacks run inside that poll: act on them before the record.
+        self.handle_rebalances().await?;
+        match message {
+            Ok(m) => {
+                let m = detach(m);
+                if let Err(e) = self.handle_record(&m).await {
+                    if matches!(e, RuntimeError::Policy(_)) {
+                        // Commit what came before the bad record, then stop before it.
+                        if let Err(commit) = self.commit_all().await {
+                            tracing::error!(error = %commit, "commit before stopping failed");
+                        }
+                    }
+                    return Err(e);
                 }
-                Err(e) => {
-                    return Err(RuntimeError::Setup(format!(
-                        "could not seek {topic} [{partition}] to offset {next}, the offset its table holds, within {SEEK_TIMEOUT:?}: {e}"
-                    )));
-                }
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.error("consume", "kafka");
+                tracing::warn!(error = %e, "kafka consumer error; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
             }
         }
     }
@@ -552,13 +443,8 @@ impl Runtime {
         if state.buffer.rows() >= flush.max_rows || state.buffer.bytes() as u64 >= flush.max_bytes {
             self.flush_table(&table).await?;
         }
-        let buffered: u64 = self.tables.values().map(|s| s.buffer.bytes() as u64).sum();
-        if buffered >= flush.max_buffered_bytes {
-            // Staging frees the memory; reading waits meanwhile, so buffers never grow past
-            // the limit (librdkafka's own prefetch queue is bounded separately).
-            self.flush_all().await?;
-        }
-        Ok(())
+        // Staging frees the memory; librdkafka's own prefetch queue is bounded separately.
+        self.bound_buffers().await
     }
 
     fn route(&self, topic: &str) -> Result<TableName, RuntimeError> {
@@ -567,243 +453,15 @@ impl Runtime {
             .route(topic)
             .map_err(|e| RuntimeError::Setup(format!("topic {topic}: {e}")))
     }
+}
 
-    async fn flush_due(&mut self) -> Result<(), RuntimeError> {
-        let interval = self.config.flush.interval;
-        let due: Vec<TableName> = self
-            .tables
-            .iter()
-            .filter(|(_, s)| s.buffer.opened().is_some_and(|t| t.elapsed() >= interval))
-            .map(|(t, _)| t.clone())
-            .collect();
-        for table in due {
-            self.flush_table(&table).await?;
-        }
-        Ok(())
-    }
-
-    async fn flush_all(&mut self) -> Result<(), RuntimeError> {
-        let tables: Vec<TableName> = self.tables.keys().cloned().collect();
-        for table in tables {
-            self.flush_table(&table).await?;
-        }
-        Ok(())
-    }
-
-    async fn flush_table(&mut self, table: &TableName) -> Result<(), RuntimeError> {
-        let Some(state) = self.tables.get_mut(table) else {
-            return Ok(());
-        };
-        if state.buffer.is_empty() {
-            return Ok(());
-        }
-        let flushed = state.buffer.take();
-        let mut parts = crate::decode::to_batches(&flushed.changes)
-            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        // A truncate drops every change before it in the window, staged or not.
-        if let Some(last) = parts
-            .iter()
-            .rposition(|p| matches!(p, BatchPart::Truncate { .. }))
-            && let BatchPart::Truncate { position, .. } = parts.drain(..=last).next_back().unwrap()
-        {
-            tracing::info!(
-                %table,
-                topic = %position.topic,
-                partition = position.partition,
-                offset = position.offset,
-                "the source table was truncated: the next commit replaces all its rows"
-            );
-            for delta in state.staged.drain(..) {
-                self.stager.delete(&delta).await;
-            }
-            state.truncated_at = Some(position);
-        }
-        for part in parts {
-            if let BatchPart::Rows(rows) = part {
-                let delta = self.stager.write(table, &[rows.batch]).await?;
-                tracing::debug!(%table, rows = delta.rows, bytes = delta.bytes, location = %delta.location, "staged");
-                state.staged.push(delta);
-                fault::point("staged");
-            }
-        }
-        state.staged_offsets.merge(&flushed.offsets);
-        self.update_buffer_gauges();
-        Ok(())
-    }
-
-    /// Flushes every buffer and commits every table with staged work. With `force`, tables
-    /// waiting for a retry are committed now too, and failures are returned.
-    async fn commit_all(&mut self, force: bool) -> Result<(), RuntimeError> {
-        self.flush_all().await?;
-        let tables: Vec<TableName> = self.tables.keys().cloned().collect();
-        for table in tables {
-            let Some(state) = self.tables.get(&table) else {
-                continue;
-            };
-            if state.staged.is_empty() && state.staged_offsets.is_empty() {
-                continue;
-            }
-            if !force && state.retry_at.is_some_and(|t| Instant::now() < t) {
-                continue;
-            }
-            fault::pause("table-commit");
-            // A round of slow commits may outlast `max.poll.interval.ms` (or the session): the
-            // group then gives the partitions to another member, which re-reads this work from
-            // the tables' offsets. This member must not commit it as well.
-            if self.consumer.assignment_lost() {
-                tracing::warn!(
-                    %table,
-                    "this member lost its partitions to the group (max.poll.interval.ms or the \
-                     session lapsed during the commit round): dropping uncommitted work; the \
-                     partitions' next owner re-reads it"
-                );
-                self.metrics.error("commit", "assignment_lost");
-                self.drop_uncommitted().await;
-                return Ok(());
-            }
-            match self.commit_table(&table).await {
-                Ok(()) => {}
-                Err(RuntimeError::Commit(e)) if e.is_retryable() && !force => {
-                    self.metrics.error("commit", "retryable");
-                    let state = self.tables.get_mut(&table).expect("table state exists");
-                    state.failures += 1;
-                    let wait = Duration::from_secs(1 << state.failures.min(6));
-                    state.retry_at = Some(Instant::now() + wait);
-                    tracing::warn!(%table, error = %e, retry_in = ?wait, "commit failed; will retry");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    async fn commit_table(&mut self, table: &TableName) -> Result<(), RuntimeError> {
-        let state = self.tables.get_mut(table).expect("table state exists");
-        let mut batches = Vec::new();
-        for delta in &state.staged {
-            batches.extend(self.stager.read(delta).await?);
-        }
-        let offsets = state.staged_offsets.clone();
-        let truncated_at = state.truncated_at.clone();
-        // A truncate with nothing after it still commits, unless there is no table to empty.
-        let truncates_a_table = match &truncated_at {
-            Some(_) if batches.is_empty() => self.engine.exists(table).await?,
-            _ => false,
-        };
-        if !batches.is_empty() || truncates_a_table {
-            let settings = self.config.tables.settings(table);
-            let spec = TableSpec {
-                name: table.clone(),
-                primary_key: settings
-                    .primary_key
-                    .clone()
-                    .unwrap_or_else(|| state.primary_key.clone()),
-                properties: settings.properties.clone(),
-                extras: crate::commit::extras::Extras {
-                    soft_delete: settings.soft_delete,
-                    metadata_columns: settings.metadata_columns.clone(),
-                },
-                deletes: settings.deletes,
-            };
-            let started = Instant::now();
-            let outcome = self
-                .engine
-                .commit(
-                    &spec,
-                    TableChanges {
-                        batches,
-                        offsets: offsets.clone(),
-                        truncated_at,
-                    },
-                )
-                .await?;
-            let label = Metrics::table(&outcome.table);
-            self.metrics.commits.get_or_create(&label).inc();
-            self.metrics
-                .rows_committed
-                .get_or_create(&label)
-                .inc_by(outcome.rows_written);
-            self.metrics
-                .keys_deleted
-                .get_or_create(&label)
-                .inc_by(outcome.keys_deleted);
-            self.metrics
-                .table_indexed
-                .get_or_create(&label)
-                .set(i64::from(outcome.indexed));
-            self.metrics
-                .key_index_bytes
-                .get_or_create(&label)
-                .set(outcome.index_bytes as i64);
-            self.metrics
-                .commit_duration
-                .get_or_create(&label)
-                .observe(started.elapsed().as_secs_f64());
-            tracing::info!(
-                table = %outcome.table,
-                snapshot = outcome.snapshot_id,
-                rows = outcome.rows_written,
-                deleted_keys = outcome.keys_deleted,
-                data_files = outcome.data_files,
-                delete_files = outcome.delete_files,
-                attempts = outcome.attempts,
-                seconds = started.elapsed().as_secs_f64(),
-                "committed"
-            );
-            self.summary.commits += 1;
-            self.summary.rows_written += outcome.rows_written;
-            let totals = self.committed.entry(table.clone()).or_default();
-            totals.rows += outcome.rows_written;
-            totals.files += (outcome.data_files + outcome.delete_files) as u64;
-            totals.bytes += outcome.bytes_written;
-            if outcome.created_table || outcome.schema_changed {
-                register_table(&self.engine, &mut self.decoder, table).await?;
-            }
-        }
-        fault::point("table-committed");
-        // Only now may Kafka hear that these records are done.
-        self.commit_kafka_offsets(&offsets);
-        let state = self.tables.get_mut(table).expect("table state exists");
-        let staged = std::mem::take(&mut state.staged);
-        state.staged_offsets = CommittedOffsets::default();
-        state.truncated_at = None;
-        state.failures = 0;
-        state.retry_at = None;
-        for delta in &staged {
-            self.stager.delete(delta).await;
-        }
-        self.update_buffer_gauges();
-        Ok(())
-    }
-
-    fn update_buffer_gauges(&self) {
-        let staged: u64 = self
-            .tables
-            .values()
-            .flat_map(|s| s.staged.iter().map(|d| d.bytes))
-            .sum();
-        let buffered: usize = self.tables.values().map(|s| s.buffer.bytes()).sum();
-        self.metrics.staged_bytes.set(staged as i64);
-        self.metrics.buffered_bytes.set(buffered as i64);
-    }
-
-    fn commit_kafka_offsets(&self, offsets: &CommittedOffsets) {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partitions) in &offsets.0 {
-            for (partition, next) in partitions {
-                if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                    tracing::warn!(%topic, partition, error = %e, "bad offset");
-                }
-            }
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        // A failure here is harmless: the table holds the offsets, and whatever is re-read
-        // after a restart is skipped by the commit engine.
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-            tracing::warn!(error = %e, "committing offsets to Kafka failed; the tables hold them");
-        }
+/// The round in flight's results (only polled while there is one).
+async fn wait_round(
+    round: &mut Option<JoinHandle<round::RoundResults>>,
+) -> Result<round::RoundResults, tokio::task::JoinError> {
+    match round {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -813,15 +471,9 @@ async fn register_table(
     decoder: &mut Decoder,
     table: &TableName,
 ) -> Result<(), RuntimeError> {
-    let ident = engine.ident(table)?;
-    let loaded = engine
-        .catalog()
-        .load_table(&ident)
-        .await
-        .map_err(|e| RuntimeError::Setup(format!("table {ident}: {e}")))?;
-    if let Some(loaded) = loaded {
+    if let Some(schema) = round::current_schema(engine, table).await? {
         decoder
-            .register_table(table, loaded.metadata.current_schema())
+            .register_table(table, &schema)
             .map_err(RuntimeError::Setup)?;
     }
     Ok(())

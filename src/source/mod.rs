@@ -1,10 +1,13 @@
 //! source: the Kafka side of the pipeline. Reads change records in a consumer group and
-//! commits group offsets, but only for changes that an Iceberg commit already holds.
+//! commits group offsets, but only for changes that an Iceberg commit already holds; the
+//! dead-letter producer uses the same settings.
 //!
 //! It must never enable librdkafka's automatic offset commit or offset store: the table, not
 //! Kafka, is the record of what was applied.
 
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 
 use crate::config::{KafkaConfig, StartFrom};
 
@@ -25,6 +28,46 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
             },
         );
     config
+}
+
+/// The consumer `floe run` and `floe backfill` read with: [`consumer_config`], plus
+/// librdkafka's statistics (consumer lag per partition) and a short fetch backoff, unless the
+/// user's properties set them.
+pub fn stream_consumer<C: ConsumerContext + 'static>(
+    kafka: &KafkaConfig,
+    context: C,
+) -> Result<StreamConsumer<C>, rdkafka::error::KafkaError> {
+    let mut config = consumer_config(kafka);
+    if config.get("statistics.interval.ms").is_none() {
+        config.set("statistics.interval.ms", "15000");
+    }
+    if config.get("fetch.queue.backoff.ms").is_none() {
+        // librdkafka waits this long to fetch again once its queue is full (1 s by default),
+        // which idles a consumer that empties the queue faster than that.
+        config.set("fetch.queue.backoff.ms", "10");
+    }
+    config.create_with_context(context)
+}
+
+/// The producer `errors.policy = "dlq"` sends dead letters with: the same brokers and
+/// settings as the consumer, every record acknowledged by all replicas within `timeout`.
+pub fn dead_letter_producer(
+    kafka: &KafkaConfig,
+    timeout: std::time::Duration,
+) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    let mut config = client_config(kafka);
+    if config.get("message.max.bytes").is_none() {
+        // A dead letter is as large as the record it carries, which the broker accepted into
+        // the source topic: librdkafka's 1 MB default would refuse it (the dead-letter topic's
+        // own limit still applies).
+        config.set("message.max.bytes", "1000000000");
+    }
+    config
+        // Every dead letter is awaited one by one, so batching only adds latency.
+        .set("linger.ms", "0")
+        .set("acks", "all")
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .create()
 }
 
 /// The settings shared by every Kafka client Floe opens (consumer, dead-letter producer,

@@ -29,6 +29,7 @@ use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
 use crate::config::{StagingConfig, TableName};
+use crate::retry::Backoff;
 
 /// Every S3 operation Floe sends to the staging bucket (`floe run` and `floe check`), with the
 /// IAM action it needs. `floe policy` prints these and `floe check` names them; an operation
@@ -103,11 +104,9 @@ fn stage_err(location: impl Into<String>, message: impl std::fmt::Display) -> St
     }
 }
 
-/// How often a failing S3 call is tried again, and the first and longest waits between tries
-/// (1, 2, 4, 8, 16, 16, 16 s: about a minute).
-const S3_RETRIES: u32 = 7;
-const S3_FIRST_WAIT: Duration = Duration::from_secs(1);
-const S3_LONGEST_WAIT: Duration = Duration::from_secs(16);
+/// How a failing S3 call is tried again: 7 retries, waiting 1, 2, 4, 8, 16, 16, 16 s (each
+/// with up to as much again of jitter): one to two minutes.
+const S3_RETRIES: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(16), 7);
 
 /// A failed S3 call: its message, and whether trying again may help.
 struct S3Failure {
@@ -120,23 +119,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     fn from(e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self {
-        let transient = match &e {
-            SdkError::ServiceError(service) => {
-                let status = service.raw().status().as_u16();
-                status >= 500
-                    || status == 429
-                    || matches!(
-                        service.err().code(),
-                        Some(
-                            "SlowDown" | "RequestTimeout" | "ExpiredToken" | "TokenRefreshRequired"
-                        )
-                    )
-            }
-            SdkError::DispatchFailure(_)
-            | SdkError::TimeoutError(_)
-            | SdkError::ResponseError(_) => true,
-            _ => false,
-        };
+        let transient = crate::catalog::aws::s3_transient(&e);
         S3Failure {
             message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
             transient,
@@ -144,33 +127,31 @@ where
     }
 }
 
-/// Runs `call` until it succeeds, fails for good, or has been retried [`S3_RETRIES`] times.
-async fn retrying<T, F, Fut>(location: &str, operation: &str, mut call: F) -> Result<T, StageError>
+/// Runs `call` until it succeeds, fails for good, or has been retried as [`S3_RETRIES`] allows.
+async fn retrying<T, F, Fut>(location: &str, operation: &str, call: F) -> Result<T, StageError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, S3Failure>>,
 {
-    let mut wait = S3_FIRST_WAIT;
-    let mut retries = 0;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(failure) if failure.transient && retries < S3_RETRIES => {
-                retries += 1;
+    let mut retry = 0;
+    S3_RETRIES
+        .retry(
+            call,
+            |failure: &S3Failure| failure.transient,
+            |failure, wait| {
+                retry += 1;
                 tracing::warn!(
                     location,
                     operation,
                     error = %failure.message,
-                    retry = retries,
+                    retry,
                     retry_in = ?wait,
                     "staging call failed; retrying"
                 );
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(S3_LONGEST_WAIT);
-            }
-            Err(failure) => return Err(stage_err(location, failure.message)),
-        }
-    }
+            },
+        )
+        .await
+        .map_err(|failure| stage_err(location, failure.message))
 }
 
 /// One staged flush of one table.
@@ -379,7 +360,12 @@ impl Stager {
         batches: &[RecordBatch],
     ) -> Result<StagedDelta, StageError> {
         let name = format!("{table}/{}.parquet", uuid::Uuid::new_v4());
-        let body = encode(batches).map_err(|e| stage_err(&name, e))?;
+        // Parquet and zstd are CPU work: off the async threads.
+        let owned = batches.to_vec();
+        let body = tokio::task::spawn_blocking(move || encode(&owned))
+            .await
+            .map_err(|e| stage_err(&name, e))?
+            .map_err(|e| stage_err(&name, e))?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let bytes = body.len() as u64;
         let location = match self {
@@ -451,7 +437,10 @@ impl Stager {
                 .await?
             }
         };
-        decode(body).map_err(|e| stage_err(&delta.location, e))
+        tokio::task::spawn_blocking(move || decode(body))
+            .await
+            .map_err(|e| stage_err(&delta.location, e))?
+            .map_err(|e| stage_err(&delta.location, e))
     }
 
     /// Removes a committed delta. A failure is logged, not returned: the lifecycle rule (or,

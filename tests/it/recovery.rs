@@ -322,6 +322,267 @@ fn table_storage_unavailable_for_a_while_delays_commits_and_loses_nothing() {
     assert!(log.contains("commit failed; will retry"), "{log}");
 }
 
+/// The table's storage refuses every write with 403 AccessDenied (a role without the table
+/// bucket's write permission): that does not pass by waiting, so the next commit stops the run
+/// with exit 1 and an error naming the table and the answer, having acknowledged nothing. Once
+/// the permission is back, a restart ends exact.
+#[test]
+fn table_storage_refusing_writes_stops_the_run_and_a_restart_loses_nothing() {
+    let target = block_on(Target::s3tables());
+    let (moto, _) = target.moto_staging();
+    let s = Setup::build(
+        "table_denied",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        "enabled = false",
+        target,
+    );
+    // The table exists and holds rows: the refusal meets a commit's data files.
+    let mut floe = s.stream_sample(200, 2);
+    s.drain(&mut floe, "a");
+    s.assert_rows(&model(200, None));
+
+    let (proxy, out, port) = FlakyProxy::start(
+        &moto,
+        &["--fail-for", "100000", "--status", "403", "--method", "PUT"],
+        "/",
+    );
+    let direct = format!("s3_endpoint = \"{moto}\"");
+    let proxied = format!("s3_endpoint = \"http://127.0.0.1:{port}\"");
+    s.edit_config(&direct, &proxied);
+    produce(&s.brokers, &s.topic, 200, 2, Some(1));
+    let mut denied = s.start("b");
+    let status = wait_exit(&mut denied, Duration::from_secs(120));
+    let log = s.log("b");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("customers") && log.contains("AccessDenied"),
+        "the error names the table and the answer:\n{log}"
+    );
+    assert!(
+        !log.contains("commit failed; will retry"),
+        "a refusal is not retried:\n{log}"
+    );
+    let failed = injected(proxy, out);
+    assert!(failed.contains("injected 403 PUT"), "{failed}");
+    s.assert_rows(&model(200, None));
+
+    // The permission is back.
+    s.edit_config(&proxied, &direct);
+    let mut again = s.start("c");
+    s.wait_for(&model(200, Some(1)), &mut again, "c");
+    s.drain(&mut again, "c");
+    s.assert_rows(&model(200, Some(1)));
+    s.assert_offsets_at_end(2);
+}
+
+/// The catalog takes 30 s to answer every commit. The consume loop does not wait for it: it
+/// keeps reading (the updates produced during the first commit are all read before that
+/// commit is answered) and stays in the group (the tests' `max.poll.interval.ms` is 8 s, so a
+/// loop blocked by the commit would be evicted), and the table ends exact.
+#[test]
+fn a_catalog_taking_30_seconds_per_commit_neither_stops_reading_nor_costs_the_assignment() {
+    let proxied = commits_through_proxy(
+        "slow_catalog",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        &["--delay", "30"],
+        "\nrequest_timeout = \"90s\"",
+    );
+    let (s, lines, metrics) = (&proxied.setup, &proxied.lines, proxied.metrics);
+    let mut floe = s.start("a");
+    let first = proxied.first_line(s);
+    assert!(first.starts_with("delaying POST"), "{first}");
+    let held_since = std::time::Instant::now();
+
+    // While the first commit is held: 200 updates, all read (every record of the topic
+    // counted in floe_events_total) before it is answered.
+    produce(&s.brokers, &s.topic, 200, 2, Some(1));
+    let end = records_in(s, 2);
+    loop {
+        if events_read(&crate::runtime::http_get(metrics, "/metrics").1) == end {
+            break;
+        }
+        if let Ok(line) = lines.try_recv() {
+            panic!(
+                "the first commit was answered ({line}) before the updates were read: reading \
+                 waited for the commit\n{}",
+                s.log("a")
+            );
+        }
+        assert!(
+            held_since.elapsed() < Duration::from_secs(28),
+            "the updates were not read while the commit was held:\n{}\n{}",
+            crate::runtime::http_get(metrics, "/metrics").1,
+            s.log("a")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.wait_for(&model(200, Some(1)), &mut floe, "a");
+    s.drain(&mut floe, "a");
+    s.assert_rows(&model(200, Some(1)));
+    s.assert_offsets_at_end(2);
+    let log = s.log("a");
+    assert_eq!(
+        log.matches("partitions assigned").count(),
+        1,
+        "assigned once, never evicted:\n{log}"
+    );
+    assert!(
+        !log.contains("partitions revoked") && !log.contains("lost its partitions"),
+        "{log}"
+    );
+}
+
+/// The catalog refuses every commit with 503 for 40 s, and the changes read behind the failing
+/// commit reach `flush.max_staged_bytes`: Floe pauses reading instead of growing the window
+/// (changes produced meanwhile stay unread, `floe_reading_paused` is 1), and once a commit
+/// lands it reads on, and the table ends exact.
+#[test]
+fn failing_commits_with_a_full_window_pause_reading_instead_of_growing() {
+    // Flushes of 50 rows: 200 rows stage four deltas, over the 8 KiB bound.
+    let proxied = commits_through_proxy(
+        "window_full",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"\nmax_rows = 50\nmax_staged_bytes = \"8KiB\"",
+        &["--fail-for", "40", "--status", "503"],
+        "",
+    );
+    let (s, metrics) = (&proxied.setup, proxied.metrics);
+    let mut floe = s.start("a");
+    let first = proxied.first_line(s);
+    let outage_started = std::time::Instant::now();
+    assert!(first.starts_with("injected 503 POST"), "{first}");
+    // The first commit is failing: 200 updates fill a new window (four deltas) behind it.
+    produce(&s.brokers, &s.topic, 200, 2, Some(1));
+    let scrape = || crate::runtime::http_get(metrics, "/metrics").1;
+    let paused = |text: &str| text.lines().any(|l| l == "floe_reading_paused 1");
+    while !paused(&scrape()) {
+        assert!(
+            outage_started.elapsed() < Duration::from_secs(25),
+            "reading never paused while commits failed:\n{}\n{}",
+            scrape(),
+            s.log("a")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let paused_at = events_read(&scrape());
+    // While paused: 200 more updates, which must stay unread as long as commits fail.
+    produce(&s.brokers, &s.topic, 200, 2, Some(2));
+    let end = records_in(s, 2);
+    std::thread::sleep(Duration::from_secs(5));
+    let text = scrape();
+    assert!(
+        outage_started.elapsed() < Duration::from_secs(38),
+        "the check ran past the outage; its premise no longer holds"
+    );
+    assert!(paused(&text), "{text}");
+    assert_eq!(
+        events_read(&text),
+        paused_at,
+        "records were read while the window was full (the topic holds {end}):\n{text}\n{}",
+        s.log("a")
+    );
+    assert!(paused_at < end);
+    // The catalog is back: a commit lands, reading resumes, and everything is applied.
+    s.wait_for(&model(200, Some(2)), &mut floe, "a");
+    s.drain(&mut floe, "a");
+    s.assert_rows(&model(200, Some(2)));
+    s.assert_offsets_at_end(2);
+    let log = s.log("a");
+    assert!(
+        log.contains("reading paused") && log.contains("reading resumed"),
+        "{log}"
+    );
+}
+
+/// A REST-catalog setup whose table commits (POST .../tables/<table>) go through
+/// `flaky_s3.py` with `proxy_args`; creating the namespace and the table goes straight
+/// through. The catalog block gets `catalog_extra` after its `uri`, metrics are served, and
+/// the topic holds the 200-row sample.
+struct ProxiedCommits {
+    setup: Setup,
+    lines: std::sync::mpsc::Receiver<String>,
+    metrics: u16,
+    _proxy: Stopped,
+}
+
+fn commits_through_proxy(
+    name: &str,
+    flush: &str,
+    proxy_args: &[&str],
+    catalog_extra: &str,
+) -> ProxiedCommits {
+    let target = block_on(Target::rest());
+    let upstream = support::weed_rest();
+    let mut args = proxy_args.to_vec();
+    args.extend(["--method", "POST", "--path-regex", "/tables/[^/]+$"]);
+    let (proxy, out, port) = FlakyProxy::start(&upstream, &args, "/v1/");
+    let metrics = crate::runtime::free_port();
+    let setup = Setup::build(
+        name,
+        flush,
+        &format!("listen = \"127.0.0.1:{metrics}\""),
+        target,
+    );
+    setup.edit_config(
+        &format!("uri = \"{upstream}\""),
+        &format!("uri = \"http://127.0.0.1:{port}\"{catalog_extra}"),
+    );
+    produce(&setup.brokers, &setup.topic, 200, 2, None);
+    ProxiedCommits {
+        setup,
+        lines: proxy_lines(out),
+        metrics,
+        _proxy: proxy,
+    }
+}
+
+impl ProxiedCommits {
+    /// The proxy's first report: the first commit reached it.
+    fn first_line(&self, s: &Setup) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no commit reached the catalog:\n{}", s.log("a")))
+    }
+}
+
+/// Every record `floe run` has read, by its metrics: the sum of `floe_events_total`.
+fn events_read(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("floe_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// How many records the test topic's partitions hold.
+fn records_in(s: &Setup, partitions: i32) -> u64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(&s.topic, p, Duration::from_secs(10))
+                .unwrap();
+            (high - low) as u64
+        })
+        .sum()
+}
+
+/// The proxy's report lines as they come.
+fn proxy_lines(out: BufReader<std::process::ChildStdout>) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// The catalog answers 429 (S3 Tables' throttling) or 503 (a REST catalog under load) to every
 /// write for 20 s: table creation and commits are retried, Floe keeps running, and the table
 /// ends exact.

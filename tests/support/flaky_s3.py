@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """An HTTP proxy in front of an S3 server or a catalog that answers matching requests with an
-error, as S3 (503 SlowDown) or a catalog (429, 5xx) does under load, and forwards everything
-else unchanged. It fails the first N matching requests (--fail N), or every matching request
-for SECONDS from the first one on (--fail-for SECONDS: an outage longer than a retry budget).
+error, as S3 (503 SlowDown, 403 AccessDenied) or a catalog (429, 5xx) does, or answers them
+late, and forwards everything else unchanged. It fails the first N matching requests
+(--fail N), or every matching request for SECONDS from the first one on (--fail-for SECONDS:
+an outage longer than a retry budget), or forwards every matching request after SECONDS
+(--delay SECONDS: a slow catalog).
 
 Prints the port it listens on (127.0.0.1) as its first stdout line, then one line per request
-it failed: `injected <status> <method> <path>`.
+it failed, `injected <status> <method> <path>`, or delayed, `delaying <method> <path>` when it
+arrives and `released <method> <path>` once its answer is sent.
 
 Usage: flaky_s3.py --upstream http://127.0.0.1:15000 --fail 5 --method PUT --path-prefix /bucket/deltas/
        flaky_s3.py --upstream http://127.0.0.1:8111 --fail-for 20 --status 429 --method POST
+       flaky_s3.py --upstream http://127.0.0.1:8111 --delay 30 --method POST --path-regex '/tables/[^/]+$'
 """
 
 import argparse
 import http.client
 import json
+import re
 import sys
 import threading
 import time
@@ -33,10 +38,13 @@ def main():
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--fail", type=int, help="how many matching requests fail")
     mode.add_argument("--fail-for", type=float, help="seconds of failures from the first match")
+    mode.add_argument("--delay", type=float, help="seconds each matching request is held")
     ap.add_argument("--status", type=int, default=503)
     ap.add_argument("--method", default="PUT", help="an HTTP method, or ANY")
     ap.add_argument("--path-prefix", default="/")
+    ap.add_argument("--path-regex", default=None, help="matching paths also match this")
     args = ap.parse_args()
+    path_regex = re.compile(args.path_regex) if args.path_regex else None
     upstream = urllib.parse.urlsplit(args.upstream)
     lock = threading.Lock()
     left = [args.fail]
@@ -55,6 +63,9 @@ def main():
 
     if args.status == 503:
         error_body, error_type = ERROR_BODY, "application/xml"
+    elif args.status == 403:
+        error_body = ERROR_BODY.replace(b"ServiceUnavailable", b"AccessDenied")
+        error_type = "application/xml"
     else:
         error_body = json.dumps({"error": {"message": "injected by flaky_s3.py",
                                            "type": "ServiceFailureException",
@@ -82,7 +93,15 @@ def main():
 
         def handle_any(self):
             data = self.body()
-            matches = args.method in ("ANY", self.command) and self.path.startswith(args.path_prefix)
+            matches = (args.method in ("ANY", self.command)
+                       and self.path.startswith(args.path_prefix)
+                       and (path_regex is None or path_regex.search(self.path)))
+            if matches and args.delay is not None:
+                print(f"delaying {self.command} {self.path}", flush=True)
+                time.sleep(args.delay)
+                self.forward(data)
+                print(f"released {self.command} {self.path}", flush=True)
+                return
             if matches and should_fail():
                 print(f"injected {args.status} {self.command} {self.path}", flush=True)
                 self.send_response(args.status)
@@ -94,9 +113,12 @@ def main():
                 self.end_headers()
                 self.wfile.write(error_body)
                 return
+            self.forward(data)
+
+        def forward(self, data):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             headers["Content-Length"] = str(len(data))
-            conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+            conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
             try:
                 conn.request(self.command, self.path, body=data, headers=headers)
                 resp = conn.getresponse()
