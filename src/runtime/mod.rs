@@ -223,7 +223,7 @@ impl Runtime {
                     self.round = None;
                     match results {
                         Ok(results) => self.round_ended(results, &mut round_due).await,
-                        Err(e) => Err(RuntimeError::Setup(format!("a commit round failed: {e}"))),
+                        Err(e) => Err(round::round_failed(e)),
                     }
                 }
                 _ = rebalanced.notified() => self.handle_rebalances().await,
@@ -297,15 +297,9 @@ impl Runtime {
     /// Finishes the round in flight, then commits everything read, tables waiting for a retry
     /// included; any failure is returned.
     async fn commit_all(&mut self) -> Result<(), RuntimeError> {
-        self.finish_round_in_flight().await?;
+        self.finish_round_in_flight(false).await?;
         self.start_round(true).await?;
-        if let Some(round) = self.round.take() {
-            let results = round
-                .await
-                .map_err(|e| RuntimeError::Setup(format!("a commit round failed: {e}")))?;
-            self.take_results(results, true).await?;
-        }
-        Ok(())
+        self.finish_round_in_flight(true).await
     }
 
     /// A round ended: take in its results, and start the next one if a tick came meanwhile.
@@ -325,18 +319,14 @@ impl Runtime {
     /// a full window early, and pause or resume reading for the window's bound.
     async fn after_step(&mut self) -> Result<(), RuntimeError> {
         self.handle_rebalances().await?;
-        let now = std::time::Instant::now();
-        if self.round.is_none()
-            && self.staged_bytes() >= self.config.flush.max_staged_bytes
-            && self
-                .tables
-                .values()
-                .any(|s| s.has_work() && s.retry_at.is_none_or(|t| now >= t))
-        {
-            // The window is full: commit it now rather than at the interval.
-            self.start_round(false).await?;
+        if self.round.is_none() && self.staged_bytes() >= self.config.flush.max_staged_bytes {
+            let now = std::time::Instant::now();
+            if self.tables.values().any(|s| s.has_work() && s.due(now)) {
+                // The window is full: commit it now rather than at the interval.
+                self.start_round(false).await?;
+            }
         }
-        self.hold_window(self.committing())
+        self.hold_window()
     }
 
     /// Whether the staged window waits on commits: a round in flight, or tables backing off

@@ -23,7 +23,7 @@ impl Runtime {
         if events.is_empty() {
             return Ok(());
         }
-        self.finish_round_in_flight().await?;
+        self.finish_round_in_flight(false).await?;
         for event in events {
             match event {
                 RebalanceEvent::Revoked(partitions) => {

@@ -89,16 +89,7 @@ pub(super) async fn commit_round(
 /// Commits one table's work, then its group offsets, then deletes its staged deltas.
 pub(super) async fn commit_table(shared: &Shared, work: &TableWork) -> Settled {
     let table = &work.spec.name;
-    // A loop that stalled (a round of slow work outlasting `max.poll.interval.ms`, or the
-    // session) may have lost its partitions to another member, which re-reads this work
-    // from the tables' offsets: this member must not commit it as well.
-    if shared.consumer.assignment_lost() {
-        tracing::warn!(
-            %table,
-            "this member lost its partitions to the group (max.poll.interval.ms or the session \
-             lapsed): dropping uncommitted work; the partitions' next owner re-reads it"
-        );
-        shared.metrics.error("commit", "assignment_lost");
+    if lost_assignment(&shared.consumer, &shared.metrics, Some(table)) {
         for delta in &work.staged {
             shared.stager.delete(delta).await;
         }
@@ -255,6 +246,32 @@ pub(super) async fn commit_kafka_offsets(
     }
 }
 
+/// Whether this member lost its partitions to the group. A loop that stalled (a round of slow
+/// work outlasting `max.poll.interval.ms`, or the session) may have: another member then
+/// re-reads the uncommitted work from the tables' offsets, and this one must not commit it as
+/// well. Says so, and counts it, when it happened.
+fn lost_assignment(
+    consumer: &StreamConsumer<RebalanceForwarder>,
+    metrics: &Metrics,
+    table: Option<&TableName>,
+) -> bool {
+    if !consumer.assignment_lost() {
+        return false;
+    }
+    tracing::warn!(
+        table = table.map(tracing::field::display),
+        "this member lost its partitions to the group (max.poll.interval.ms or the session \
+         lapsed): dropping uncommitted work; the partitions' next owner re-reads it"
+    );
+    metrics.error("commit", "assignment_lost");
+    true
+}
+
+/// A round task that panicked or was cancelled.
+pub(super) fn round_failed(e: tokio::task::JoinError) -> RuntimeError {
+    RuntimeError::Setup(format!("a commit round failed: {e}"))
+}
+
 impl Runtime {
     pub(super) fn shared(&self) -> Shared {
         Shared {
@@ -303,20 +320,14 @@ impl Runtime {
         let tables: Vec<TableName> = self
             .tables
             .iter()
-            .filter(|(_, s)| s.has_work() && (force || s.retry_at.is_none_or(|t| now >= t)))
+            .filter(|(_, s)| s.has_work() && (force || s.due(now)))
             .map(|(t, _)| t.clone())
             .collect();
         if tables.is_empty() {
             return Ok(());
         }
         fault::pause("table-commit");
-        if self.consumer.assignment_lost() {
-            tracing::warn!(
-                "this member lost its partitions to the group (max.poll.interval.ms or the \
-                 session lapsed): dropping uncommitted work; the partitions' next owner \
-                 re-reads it"
-            );
-            self.metrics.error("commit", "assignment_lost");
+        if lost_assignment(&self.consumer, &self.metrics, None) {
             self.drop_uncommitted().await;
             return Ok(());
         }
@@ -340,15 +351,14 @@ impl Runtime {
         Ok(())
     }
 
-    /// Waits for the round in flight, if any, and takes in its results.
-    pub(super) async fn finish_round_in_flight(&mut self) -> Result<(), RuntimeError> {
+    /// Waits for the round in flight, if any, and takes in its results (with `force`, as
+    /// [`Runtime::take_results`] does).
+    pub(super) async fn finish_round_in_flight(&mut self, force: bool) -> Result<(), RuntimeError> {
         let Some(round) = self.round.take() else {
             return Ok(());
         };
-        let results = round
+        self.take_results(round.await.map_err(round_failed)?, force)
             .await
-            .map_err(|e| RuntimeError::Setup(format!("a commit round failed: {e}")))?;
-        self.take_results(results, false).await
     }
 
     /// Takes in a round's results. Retryable failures go back in front of their table's newer

@@ -73,6 +73,11 @@ impl TableState {
         }
     }
 
+    /// Not waiting out the backoff of a failed commit at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|t| now >= t)
+    }
+
     pub fn has_work(&self) -> bool {
         !self.staged.is_empty() || !self.staged_offsets.is_empty() || self.truncated_at.is_some()
     }
@@ -255,11 +260,12 @@ impl Runtime {
     /// and cannot be committed now (a round is in flight, or the tables are waiting to retry),
     /// and resumes them once it has room. Call only with no rebalance event pending, so that
     /// every assigned partition has been positioned.
-    pub(super) fn hold_window(&mut self, committing: bool) -> Result<(), RuntimeError> {
+    pub(super) fn hold_window(&mut self) -> Result<(), RuntimeError> {
         // Work a round is trying again is still part of the window: while commits keep
         // failing, the window must not make room by handing it to the next attempt.
-        let full = self.staged_bytes() + self.retrying_bytes >= self.config.flush.max_staged_bytes;
-        match (&self.paused, full && committing) {
+        let staged = self.staged_bytes() + self.retrying_bytes;
+        let hold = staged >= self.config.flush.max_staged_bytes && self.committing();
+        match (&self.paused, hold) {
             (None, true) => {
                 let assignment = self.consumer.assignment()?;
                 let held: Vec<(String, i32)> = assignment
@@ -270,7 +276,7 @@ impl Runtime {
                 self.consumer.pause(&assignment)?;
                 tracing::info!(
                     partitions = ?held,
-                    staged_bytes = self.staged_bytes(),
+                    staged_bytes = staged,
                     limit = self.config.flush.max_staged_bytes,
                     "the window is full while a commit is in flight or failing: reading paused"
                 );
@@ -279,9 +285,10 @@ impl Runtime {
             }
             (Some(_), false) => {
                 let held = self.paused.take().unwrap_or_default();
+                let assignment = self.consumer.assignment()?;
                 let mut resume = TopicPartitionList::new();
                 for (topic, partition) in &held {
-                    if self.is_assigned(topic, *partition) {
+                    if assignment.find_partition(topic, *partition).is_some() {
                         resume.add_partition(topic, *partition);
                     }
                 }

@@ -94,10 +94,7 @@ fn with_start_from_latest_a_member_killed_before_its_first_commit_loses_nothing(
     await_eviction();
     s.edit_config("commit_interval = \"120s\"", "commit_interval = \"1s\"");
     let mut second = s.start("second");
-    s.wait_for(&model(300, Some(1)), &mut second, "second");
-    s.drain(&mut second, "second");
-    s.assert_rows(&model(300, Some(1)));
-    s.assert_offsets_at_end(3);
+    s.ends_exact(&model(300, Some(1)), &mut second, "second", 3);
 }
 
 /// A commit round that outlasts `max.poll.interval.ms` (here a test pause standing for a slow
@@ -119,10 +116,7 @@ fn a_member_that_lost_its_partitions_during_a_slow_commit_does_not_commit_for_th
         "a",
         &[("FLOE_TEST_PAUSE_AT", "table-commit:12000")],
     );
-    s.wait_for(&model(300, None), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(300, None));
-    s.assert_offsets_at_end(3);
+    s.ends_exact(&model(300, None), &mut floe, "a", 3);
     let log = s.log("a");
     let at = |what: &str| {
         log.find(what)
@@ -282,10 +276,7 @@ fn staging_unavailable_beyond_the_retry_budget_stops_the_run_and_a_restart_loses
     // S3 is back.
     s.edit_config(&proxied, &direct);
     let mut again = s.start("b");
-    s.wait_for(&model(200, None), &mut again, "b");
-    s.drain(&mut again, "b");
-    s.assert_rows(&model(200, None));
-    s.assert_offsets_at_end(2);
+    s.ends_exact(&model(200, None), &mut again, "b", 2);
 }
 
 /// The table's storage answers writes with 503 for 25 s (past the SDK's own retries): each
@@ -309,10 +300,7 @@ fn table_storage_unavailable_for_a_while_delays_commits_and_loses_nothing() {
     );
     produce(&s.brokers, &s.topic, 200, 2, None);
     let mut floe = s.start("a");
-    s.wait_for(&model(200, None), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(200, None));
-    s.assert_offsets_at_end(2);
+    s.ends_exact(&model(200, None), &mut floe, "a", 2);
     let failed = injected(proxy, out);
     assert!(
         failed.contains("injected 503 PUT"),
@@ -369,10 +357,7 @@ fn table_storage_refusing_writes_stops_the_run_and_a_restart_loses_nothing() {
     // The permission is back.
     s.edit_config(&proxied, &direct);
     let mut again = s.start("c");
-    s.wait_for(&model(200, Some(1)), &mut again, "c");
-    s.drain(&mut again, "c");
-    s.assert_rows(&model(200, Some(1)));
-    s.assert_offsets_at_end(2);
+    s.ends_exact(&model(200, Some(1)), &mut again, "c", 2);
 }
 
 /// The catalog takes 30 s to answer every commit. The consume loop does not wait for it: it
@@ -416,10 +401,7 @@ fn a_catalog_taking_30_seconds_per_commit_neither_stops_reading_nor_costs_the_as
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    s.wait_for(&model(200, Some(1)), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(200, Some(1)));
-    s.assert_offsets_at_end(2);
+    s.ends_exact(&model(200, Some(1)), &mut floe, "a", 2);
     let log = s.log("a");
     assert_eq!(
         log.matches("partitions assigned").count(),
@@ -482,10 +464,7 @@ fn failing_commits_with_a_full_window_pause_reading_instead_of_growing() {
     );
     assert!(paused_at < end);
     // The catalog is back: a commit lands, reading resumes, and everything is applied.
-    s.wait_for(&model(200, Some(2)), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(200, Some(2)));
-    s.assert_offsets_at_end(2);
+    s.ends_exact(&model(200, Some(2)), &mut floe, "a", 2);
     let log = s.log("a");
     assert!(
         log.contains("reading paused") && log.contains("reading resumed"),
@@ -622,10 +601,7 @@ fn catalog_throttling_is_retried_and_loses_nothing(target: Target, status: &str)
     let mut floe = s.start("a");
     s.wait_for(&model(200, None), &mut floe, "a");
     produce(&s.brokers, &s.topic, 200, 2, Some(1));
-    s.wait_for(&model(200, Some(1)), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(200, Some(1)));
-    s.assert_offsets_at_end(2);
+    s.ends_exact(&model(200, Some(1)), &mut floe, "a", 2);
     let failed = injected(proxy, out);
     assert!(
         failed.contains(&format!("injected {status} {method}")),

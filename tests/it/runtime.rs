@@ -655,6 +655,15 @@ table = "{table}"
         support::wrong_rows(report);
     }
 
+    /// Waits for the table to equal `want`, drains the process (SIGTERM), then checks the rows
+    /// and that the group's offsets are at the end of each of the topic's `partitions`.
+    pub(crate) fn ends_exact(&self, want: &Value, child: &mut Child, tag: &str, partitions: i32) {
+        self.wait_for(want, child, tag);
+        self.drain(child, tag);
+        self.assert_rows(want);
+        self.assert_offsets_at_end(partitions);
+    }
+
     /// The table's rows equal `want`, or the test fails for wrong rows.
     pub(crate) fn assert_rows(&self, want: &Value) {
         let rows = self.rows();
@@ -928,10 +937,7 @@ fn two_processes_in_one_group_share_the_partitions_and_hand_over(target: Target)
     // One member leaves midway; the other takes over its partitions.
     s.drain(&mut a, "a");
     produce(&s.brokers, &s.topic, 400, 4, Some(3));
-    s.wait_for(&model(400, Some(3)), &mut b, "b");
-    s.drain(&mut b, "b");
-    s.assert_rows(&model(400, Some(3)));
-    s.assert_offsets_at_end(4);
+    s.ends_exact(&model(400, Some(3)), &mut b, "b", 4);
     // Both processes committed: the work was shared.
     for tag in ["a", "b"] {
         assert!(
@@ -1013,10 +1019,7 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
         eprintln!("round {round} of {rounds}: exact");
     }
     let mut last = s.start("last");
-    s.wait_for(&model(300, Some(rounds)), &mut last, "last");
-    s.drain(&mut last, "last");
-    s.assert_rows(&model(300, Some(rounds)));
-    s.assert_offsets_at_end(3);
+    s.ends_exact(&model(300, Some(rounds)), &mut last, "last", 3);
     eprintln!("{mid_work} of {random_kills} random kills landed before the round was committed");
     if random_kills >= 2 {
         // At least one random kill must have hit uncommitted work, or the random kills tested
@@ -1048,10 +1051,7 @@ fn killed_right_after_building_the_key_index_the_table_stays_exact() {
     s.run_until_abort("index-built", "aborted");
     await_eviction();
     let mut recovering = s.start("recover");
-    s.wait_for(&model(300, Some(1)), &mut recovering, "recover");
-    s.drain(&mut recovering, "recover");
-    s.assert_rows(&model(300, Some(1)));
-    s.assert_offsets_at_end(3);
+    s.ends_exact(&model(300, Some(1)), &mut recovering, "recover", 3);
 }
 
 /// SIGKILLs a process that must still be running, and checks that it died of it.
@@ -1077,10 +1077,7 @@ fn a_truncate_empties_the_table_and_later_changes_start_afresh() {
     s.wait_for(&json!([]), &mut floe, "a");
     // Keys 1..=50 come back (inserted again, some updated, some deleted).
     produce(&s.brokers, &s.topic, 50, 2, None);
-    s.wait_for(&model(50, None), &mut floe, "a");
-    s.drain(&mut floe, "a");
-    s.assert_rows(&model(50, None));
-    s.assert_offsets_at_end(2);
+    s.ends_exact(&model(50, None), &mut floe, "a", 2);
 }
 
 #[test]
