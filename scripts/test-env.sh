@@ -81,7 +81,7 @@ pid_of() { # prints the pid of a running fixture, or fails
   local pid
   pid=$(<"$f")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "${PROGRAM[$1]}" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "${PROGRAM[$1]}" || return 1
   echo "$pid"
 }
 
@@ -99,13 +99,22 @@ start() {
   log "$name started (pid $!, log $RUN/$name.log)"
 }
 
+# alive PID : whether PID is a live process (not gone, not a zombie). Unlike pid_of it does
+# not look at the command line, which is still the forking shell's until the exec lands.
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 # wait_ready NAME SECONDS CHECK... : polls CHECK until it succeeds
 wait_ready() {
-  local name=$1 seconds=$2
+  local name=$1 seconds=$2 pid
   shift 2
+  pid=$(<"$RUN/$name.pid")
   local deadline=$((SECONDS + seconds))
   until "$@" >/dev/null 2>&1; do
-    if ! pid_of "$name" >/dev/null; then
+    if ! alive "$pid"; then
       tail -n 30 "$RUN/$name.log" >&2 || true
       die "$name exited during start-up (log above)"
     fi
