@@ -663,8 +663,16 @@ impl<'de> de::Visitor<'de> for PairSeed<'_, '_> {
             ctx: self.ctx,
             top: false,
         };
+        self.ctx.path.borrow_mut().push("key");
         let k = seq.next_element_seed(seed(self.key))?.ok_or_else(bad)?;
+        if k.is_null() {
+            // Iceberg map keys are required; Arrow would refuse the column at flush time.
+            return Err(self.ctx.fail("a null map key"));
+        }
+        self.ctx.path.borrow_mut().pop();
+        self.ctx.path.borrow_mut().push("value");
         let v = seq.next_element_seed(seed(self.value))?.ok_or_else(bad)?;
+        self.ctx.path.borrow_mut().pop();
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
             return Err(bad());
         }
