@@ -278,6 +278,13 @@ impl CommitEngine {
     ) -> Result<CommitOutcome, CommitError> {
         let ident = self.ident(&spec.name)?;
         let table = ident.to_string();
+        // Taken apart so that each batch is dropped as soon as its rows moved on: the window
+        // is held once, not once per step.
+        let TableChanges {
+            batches,
+            offsets,
+            truncated_at,
+        } = changes;
         let invalid = |message: String| CommitError::Invalid {
             table: table.clone(),
             message,
@@ -286,7 +293,7 @@ impl CommitEngine {
         let (mut base, created_table) = match self.load(&ident).await? {
             Some(t) => (t, false),
             None => {
-                let first = changes.batches.first().map(|b| b.schema()).ok_or_else(|| {
+                let first = batches.first().map(|b| b.schema()).ok_or_else(|| {
                     invalid(
                         "the table does not exist and there are no rows to create it from".into(),
                     )
@@ -311,20 +318,20 @@ impl CommitEngine {
             CommittedOffsets::of_table(&base.metadata, &self.settings.group).map_err(&invalid)?;
         // A truncate the table already holds was applied by an earlier commit.
         let truncating = !created_table
-            && changes.truncated_at.as_ref().is_some_and(|at| {
+            && truncated_at.as_ref().is_some_and(|at| {
                 held.get(&at.topic, at.partition)
                     .is_none_or(|next| next <= at.offset)
             });
         if truncating {
             tracing::info!(table = %ident, "the source table was truncated: this commit replaces every row");
         }
-        let mut rows = Vec::with_capacity(changes.batches.len());
+        let mut rows = Vec::with_capacity(batches.len());
         let mut ops = Vec::new();
         let mut already_applied = 0usize;
         let mut unchanged = Vec::new();
         let committed_at = chrono::Utc::now().timestamp_micros();
-        for batch in &changes.batches {
-            let (batch, dropped) = positions::drop_applied(batch, &held).map_err(&invalid)?;
+        for batch in batches {
+            let (batch, dropped) = positions::drop_applied(&batch, &held).map_err(&invalid)?;
             already_applied += dropped;
             let mut batch_unchanged = toast::unchanged_columns(&batch).map_err(&invalid)?;
             let schema = batch.schema();
@@ -365,12 +372,14 @@ impl CommitEngine {
 
         let table_schema = base.metadata.current_schema().clone();
         let target = schema::arrow_schema(&table_schema).map_err(&invalid)?;
-        let projected = rows
-            .iter()
-            .map(|b| schema::project(b, &target))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&invalid)?;
-        let combined = concat_batches(&target, &projected).map_err(|e| invalid(e.to_string()))?;
+        let combined = {
+            let projected = rows
+                .into_iter()
+                .map(|b| schema::project(&b, &target))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&invalid)?;
+            concat_batches(&target, &projected).map_err(|e| invalid(e.to_string()))?
+        };
         let key_columns = key_column_indices(&table_schema, &target);
 
         // With the table's key index, only keys the table holds get a delete, by position;
@@ -409,6 +418,7 @@ impl CommitEngine {
             });
         let merged = merge::merge(&combined, &ops, &key_columns, !indexed && table_is_empty)
             .map_err(&invalid)?;
+        drop(combined);
         if merged.ignored_deletes > 0 {
             tracing::warn!(
                 table = %ident,
@@ -458,7 +468,7 @@ impl CommitEngine {
                 snapshot::CommitFiles {
                     commit_id: &commit_id,
                     group: &self.settings.group,
-                    offsets: &changes.offsets,
+                    offsets: &offsets,
                     data_files: &data_files,
                     delete_files: &delete_files,
                     replace_all: truncating,
@@ -494,7 +504,7 @@ impl CommitEngine {
             }
             let now = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
                 .map_err(&invalid)?;
-            if let Some((topic, partition)) = positions::moved(&held, &now, &changes.offsets) {
+            if let Some((topic, partition)) = positions::moved(&held, &now, &offsets) {
                 return Err(CommitError::Superseded {
                     table,
                     topic,

@@ -369,8 +369,8 @@ pub struct RawFlush {
     pub interval: Duration,
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: Duration,
-    #[serde(default = "default_max_staged_bytes")]
-    pub max_staged_bytes: ByteSize,
+    #[serde(default = "default_max_window_bytes")]
+    pub max_window_bytes: ByteSize,
     #[serde(default = "default_max_concurrent_commits")]
     pub max_concurrent_commits: usize,
     #[serde(default = "default_target_file_size")]
@@ -389,7 +389,7 @@ impl Default for RawFlush {
             max_buffered_bytes: default_max_buffered_bytes(),
             interval: default_flush_interval(),
             commit_interval: default_commit_interval(),
-            max_staged_bytes: default_max_staged_bytes(),
+            max_window_bytes: default_max_window_bytes(),
             max_concurrent_commits: default_max_concurrent_commits(),
             target_file_size: default_target_file_size(),
             zstd_level: default_zstd_level(),
@@ -418,7 +418,7 @@ fn default_commit_interval() -> Duration {
     Duration::from_secs(60)
 }
 
-fn default_max_staged_bytes() -> ByteSize {
+fn default_max_window_bytes() -> ByteSize {
     ByteSize::mib(256)
 }
 

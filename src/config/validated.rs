@@ -416,9 +416,10 @@ pub struct FlushConfig {
     pub max_buffered_bytes: u64,
     pub interval: Duration,
     pub commit_interval: Duration,
-    /// Staged (compressed) bytes of all tables waiting for a commit: reaching it starts a
-    /// commit round early, and while a round is in flight or failing, reading pauses there.
-    pub max_staged_bytes: u64,
+    /// In-memory (Arrow) size of the staged changes of all tables waiting for a commit:
+    /// reaching it starts a commit round early, and while a round is in flight or failing,
+    /// reading pauses there.
+    pub max_window_bytes: u64,
     /// Tables committed at once within a commit round.
     pub max_concurrent_commits: usize,
     pub target_file_size: u64,
@@ -916,9 +917,9 @@ fn validate_flush(raw: RawFlush) -> Result<FlushConfig, ConfigError> {
             ),
         ));
     }
-    if raw.max_staged_bytes.as_u64() == 0 {
+    if raw.max_window_bytes.as_u64() == 0 {
         return Err(ConfigError::invalid(
-            "flush.max_staged_bytes",
+            "flush.max_window_bytes",
             "must be more than 0",
         ));
     }
@@ -946,7 +947,7 @@ fn validate_flush(raw: RawFlush) -> Result<FlushConfig, ConfigError> {
         max_buffered_bytes: raw.max_buffered_bytes.as_u64(),
         interval: raw.interval,
         commit_interval: raw.commit_interval,
-        max_staged_bytes: raw.max_staged_bytes.as_u64(),
+        max_window_bytes: raw.max_window_bytes.as_u64(),
         max_concurrent_commits: raw.max_concurrent_commits,
         target_file_size: raw.target_file_size.as_u64(),
         zstd_level: raw.zstd_level,

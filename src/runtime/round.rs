@@ -335,7 +335,7 @@ impl Runtime {
             .iter()
             .filter_map(|t| self.tables.get(t))
             .filter(|s| s.failures > 0)
-            .map(TableState::staged_bytes)
+            .map(TableState::window_bytes)
             .sum();
         let works: Vec<TableWork> = tables.iter().filter_map(|t| self.take_work(t)).collect();
         self.update_buffer_gauges();

@@ -4,8 +4,9 @@
 //! is written, in the order the flushes started.
 //!
 //! Memory: buffers plus flushes in flight are held under `flush.max_buffered_bytes` (above it
-//! the largest buffer is flushed, and reading waits for the oldest flushes). Staged bytes
-//! waiting for a commit are held under `flush.max_staged_bytes`: reaching it starts a commit
+//! the largest buffer is flushed, and reading waits for the oldest flushes). Staged changes
+//! waiting for a commit are held under `flush.max_window_bytes`, at their in-memory size (what
+//! the commit reads back): reaching it starts a commit
 //! round early, and while a round is in flight (or a table's commits keep failing) the
 //! partitions are paused there rather than the window growing.
 
@@ -53,6 +54,11 @@ pub(super) struct Flushing {
 impl TableState {
     pub fn staged_bytes(&self) -> u64 {
         self.staged.iter().map(|d| d.bytes).sum()
+    }
+
+    /// The in-memory size of the staged deltas: what committing them reads back.
+    pub fn window_bytes(&self) -> u64 {
+        self.staged.iter().map(|d| d.memory).sum()
     }
 
     fn flushing_bytes(&self) -> u64 {
@@ -256,15 +262,21 @@ impl Runtime {
         self.tables.values().map(TableState::staged_bytes).sum()
     }
 
-    /// Pauses every assigned partition while the staged window is at `flush.max_staged_bytes`
+    /// The in-memory size of the staged deltas waiting for a commit (not those of a round in
+    /// flight).
+    pub(super) fn window_bytes(&self) -> u64 {
+        self.tables.values().map(TableState::window_bytes).sum()
+    }
+
+    /// Pauses every assigned partition while the staged window is at `flush.max_window_bytes`
     /// and cannot be committed now (a round is in flight, or the tables are waiting to retry),
     /// and resumes them once it has room. Call only with no rebalance event pending, so that
     /// every assigned partition has been positioned.
     pub(super) fn hold_window(&mut self) -> Result<(), RuntimeError> {
         // Work a round is trying again is still part of the window: while commits keep
         // failing, the window must not make room by handing it to the next attempt.
-        let staged = self.staged_bytes() + self.retrying_bytes;
-        let hold = staged >= self.config.flush.max_staged_bytes && self.committing();
+        let window = self.window_bytes() + self.retrying_bytes;
+        let hold = window >= self.config.flush.max_window_bytes && self.committing();
         match (&self.paused, hold) {
             (None, true) => {
                 let assignment = self.consumer.assignment()?;
@@ -276,8 +288,8 @@ impl Runtime {
                 self.consumer.pause(&assignment)?;
                 tracing::info!(
                     partitions = ?held,
-                    staged_bytes = staged,
-                    limit = self.config.flush.max_staged_bytes,
+                    window_bytes = window,
+                    limit = self.config.flush.max_window_bytes,
                     "the window is full while a commit is in flight or failing: reading paused"
                 );
                 self.metrics.paused.set(1);

@@ -160,7 +160,10 @@ pub struct StagedDelta {
     pub table: TableName,
     pub location: String,
     pub rows: usize,
+    /// Its size in the staging bucket (compressed Parquet).
     pub bytes: u64,
+    /// The in-memory (Arrow) size of its rows: what reading it back for the commit holds.
+    pub memory: u64,
 }
 
 /// What [`Stager::ensure_expiration`] found or did.
@@ -367,6 +370,10 @@ impl Stager {
             .map_err(|e| stage_err(&name, e))?
             .map_err(|e| stage_err(&name, e))?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let memory = batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum();
         let bytes = body.len() as u64;
         let location = match self {
             Stager::Local { dir } => {
@@ -414,6 +421,7 @@ impl Stager {
             location,
             rows,
             bytes,
+            memory,
         })
     }
 

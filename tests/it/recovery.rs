@@ -415,7 +415,7 @@ fn a_catalog_taking_30_seconds_per_commit_neither_stops_reading_nor_costs_the_as
 }
 
 /// The catalog refuses every commit with 503 for 40 s, and the changes read behind the failing
-/// commit reach `flush.max_staged_bytes`: Floe pauses reading instead of growing the window
+/// commit reach `flush.max_window_bytes`: Floe pauses reading instead of growing the window
 /// (changes produced meanwhile stay unread, `floe_reading_paused` is 1), and once a commit
 /// lands it reads on, and the table ends exact.
 #[test]
@@ -423,7 +423,7 @@ fn failing_commits_with_a_full_window_pause_reading_instead_of_growing() {
     // Flushes of 50 rows: 200 rows stage four deltas, over the 8 KiB bound.
     let proxied = commits_through_proxy(
         "window_full",
-        "interval = \"500ms\"\ncommit_interval = \"1s\"\nmax_rows = 50\nmax_staged_bytes = \"8KiB\"",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"\nmax_rows = 50\nmax_window_bytes = \"8KiB\"",
         &["--fail-for", "40", "--status", "503"],
         "",
     );
