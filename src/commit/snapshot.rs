@@ -87,8 +87,10 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         manifests.push(writer.write_manifest_file().await.map_err(err)?);
     }
 
-    // The base snapshot's manifests stay as they are, unless everything is replaced: then the
-    // new snapshot lists only the new files, and the base's files stay for older snapshots.
+    // The base snapshot's manifests are carried over (small ones merged, as Iceberg's own
+    // writers do), unless everything is replaced: then the new snapshot lists only the new
+    // files, and the base's files stay for older snapshots.
+    let merge_counts: (usize, usize, usize);
     if let Some(current) = metadata.current_snapshot().filter(|_| !files.replace_all) {
         let bytes = io
             .new_input(current.manifest_list())
@@ -100,7 +102,31 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
             })?;
         let list = ManifestList::parse_with_version(&bytes, metadata.format_version())
             .map_err(|e| err(e).context(format!("manifest list {}", current.manifest_list())))?;
-        manifests.extend(list.consume_entries());
+        let carried: Vec<ManifestFile> = list.consume_entries().into_iter().collect();
+        let policy = MergePolicy::of(metadata.properties());
+        let new_manifests = manifests.len();
+        let mut merge = Merge {
+            io,
+            meta_dir: &meta_dir,
+            commit_id: files.commit_id,
+            snapshot_id,
+            schema: &schema,
+            spec: &spec,
+            next: new_manifests,
+        };
+        let kept = merge.merge(carried, &policy).await?;
+        let created = merge.next - new_manifests;
+        if created > 0 || kept.replaced > 0 {
+            tracing::debug!(created, replaced = kept.replaced, "merged small manifests");
+        }
+        merge_counts = (
+            new_manifests + created,
+            kept.manifests.len() - created,
+            kept.replaced,
+        );
+        manifests.extend(kept.manifests);
+    } else {
+        merge_counts = (manifests.len(), 0, 0);
     }
 
     let list_path = format!("{meta_dir}/snap-{snapshot_id}-{}.avro", files.commit_id);
@@ -134,6 +160,10 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
             .current_snapshot()
             .map(|s| &s.summary().additional_properties),
     );
+    let (created, kept, replaced) = merge_counts;
+    properties.insert("manifests-created".into(), created.to_string());
+    properties.insert("manifests-kept".into(), kept.to_string());
+    properties.insert("manifests-replaced".into(), replaced.to_string());
     properties.insert(SUMMARY_GROUP.into(), files.group.into());
     properties.insert(SUMMARY_OFFSETS.into(), offsets.to_json());
     properties.insert(SUMMARY_COMMIT_ID.into(), files.commit_id.into());
@@ -180,6 +210,177 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         ],
         snapshot_id,
     })
+}
+
+/// When a commit merges the manifests it carries over: Iceberg's table properties, with the
+/// defaults of Iceberg's Java writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergePolicy {
+    /// `commit.manifest-merge.enabled` (default true).
+    pub enabled: bool,
+    /// `commit.manifest.min-count-to-merge` (default 100): manifests of one kind a snapshot
+    /// must carry before they are merged.
+    pub min_count: usize,
+    /// `commit.manifest.target-size-bytes` (default 8 MiB): the size merged manifests grow to;
+    /// larger ones are kept as they are.
+    pub target_size: u64,
+}
+
+impl MergePolicy {
+    pub fn of(properties: &HashMap<String, String>) -> Self {
+        let get = |key: &str| properties.get(key).map(|v| v.trim());
+        MergePolicy {
+            enabled: get("commit.manifest-merge.enabled")
+                .is_none_or(|v| !v.eq_ignore_ascii_case("false")),
+            min_count: get("commit.manifest.min-count-to-merge")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100),
+            target_size: get("commit.manifest.target-size-bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8 * 1024 * 1024),
+        }
+    }
+
+    /// The carried-over manifests of one kind, in groups: a group of one is kept, a larger one
+    /// is merged into one manifest. Packed in order, up to the target size.
+    fn bins(&self, lengths: &[u64]) -> Vec<Vec<usize>> {
+        if !self.enabled || lengths.len() < self.min_count.max(2) {
+            return lengths.iter().enumerate().map(|(i, _)| vec![i]).collect();
+        }
+        let mut bins: Vec<Vec<usize>> = Vec::new();
+        let mut open: Vec<usize> = Vec::new();
+        let mut size = 0u64;
+        for (i, &len) in lengths.iter().enumerate() {
+            if len >= self.target_size {
+                bins.push(vec![i]);
+                continue;
+            }
+            if !open.is_empty() && size + len > self.target_size {
+                bins.push(std::mem::take(&mut open));
+                size = 0;
+            }
+            open.push(i);
+            size += len;
+        }
+        if !open.is_empty() {
+            bins.push(open);
+        }
+        bins
+    }
+}
+
+/// Writes merged manifests for one snapshot.
+struct Merge<'a> {
+    io: &'a iceberg::io::FileIO,
+    meta_dir: &'a str,
+    commit_id: &'a str,
+    snapshot_id: i64,
+    schema: &'a iceberg::spec::SchemaRef,
+    spec: &'a iceberg::spec::PartitionSpecRef,
+    /// Number of the next manifest file of this snapshot.
+    next: usize,
+}
+
+struct Merged {
+    manifests: Vec<ManifestFile>,
+    /// Carried-over manifests merged into new ones.
+    replaced: usize,
+}
+
+impl Merge<'_> {
+    /// Data and delete manifests of the table's spec are merged apart; manifests of another
+    /// partition spec are kept as they are.
+    async fn merge(
+        &mut self,
+        carried: Vec<ManifestFile>,
+        policy: &MergePolicy,
+    ) -> Result<Merged, FileError> {
+        let spec_id = self.spec.spec_id();
+        let mut out = Merged {
+            manifests: Vec::new(),
+            replaced: 0,
+        };
+        let mut groups: [Vec<ManifestFile>; 2] = [Vec::new(), Vec::new()];
+        for m in carried {
+            match (m.partition_spec_id == spec_id, m.content) {
+                (true, ManifestContentType::Data) => groups[0].push(m),
+                (true, ManifestContentType::Deletes) => groups[1].push(m),
+                (false, _) => out.manifests.push(m),
+            }
+        }
+        for (content, group) in [ManifestContentType::Data, ManifestContentType::Deletes]
+            .into_iter()
+            .zip(groups)
+        {
+            let lengths: Vec<u64> = group.iter().map(|m| m.manifest_length as u64).collect();
+            let bins = policy.bins(&lengths);
+            let mut group: Vec<Option<ManifestFile>> = group.into_iter().map(Some).collect();
+            for bin in bins {
+                let members: Vec<ManifestFile> =
+                    bin.iter().filter_map(|&i| group[i].take()).collect();
+                if members.len() == 1 {
+                    out.manifests.extend(members);
+                    continue;
+                }
+                out.replaced += members.len();
+                if let Some(merged) = self.write(content, &members).await? {
+                    out.manifests.push(merged);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One manifest holding the live entries of `members`, each with the snapshot id and
+    /// sequence numbers it was committed with (delete files apply by sequence number).
+    async fn write(
+        &mut self,
+        content: ManifestContentType,
+        members: &[ManifestFile],
+    ) -> Result<Option<ManifestFile>, FileError> {
+        let path = format!(
+            "{}/{}-{}-m{}.avro",
+            self.meta_dir, self.commit_id, self.snapshot_id, self.next
+        );
+        let builder = ManifestWriterBuilder::new(
+            self.io.new_output(&path).map_err(err)?,
+            Some(self.snapshot_id),
+            self.schema.clone(),
+            self.spec.as_ref().clone(),
+        );
+        let mut writer = match content {
+            ManifestContentType::Data => builder.build_v2_data(),
+            ManifestContentType::Deletes => builder.build_v2_deletes(),
+        };
+        let mut live = 0usize;
+        for m in members {
+            let manifest = m
+                .load_manifest(self.io)
+                .await
+                .map_err(|e| err(e).context(format!("read manifest {}", m.manifest_path)))?;
+            for entry in manifest.entries() {
+                if !entry.is_alive() {
+                    continue;
+                }
+                // Inherited from the manifest list when the manifest left them out.
+                let sequence_number = entry.sequence_number().unwrap_or(m.sequence_number);
+                writer
+                    .add_existing_file(
+                        entry.data_file().clone(),
+                        entry.snapshot_id().unwrap_or(m.added_snapshot_id),
+                        sequence_number,
+                        Some(entry.file_sequence_number.unwrap_or(sequence_number)),
+                    )
+                    .map_err(err)?;
+                live += 1;
+            }
+        }
+        if live == 0 {
+            return Ok(None);
+        }
+        self.next += 1;
+        Ok(Some(writer.write_manifest_file().await.map_err(err)?))
+    }
 }
 
 /// Positive, and unused in this table.
@@ -244,6 +445,46 @@ pub fn count_of(files: &[DataFile], content: DataContentType) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_manifests_are_packed_up_to_the_target_size() {
+        let policy = |min: &str, target: &str, enabled: &str| {
+            MergePolicy::of(&HashMap::from([
+                (
+                    "commit.manifest.min-count-to-merge".to_string(),
+                    min.to_string(),
+                ),
+                (
+                    "commit.manifest.target-size-bytes".to_string(),
+                    target.to_string(),
+                ),
+                (
+                    "commit.manifest-merge.enabled".to_string(),
+                    enabled.to_string(),
+                ),
+            ]))
+        };
+        let defaults = MergePolicy::of(&HashMap::new());
+        assert_eq!(
+            defaults,
+            MergePolicy {
+                enabled: true,
+                min_count: 100,
+                target_size: 8 * 1024 * 1024
+            }
+        );
+        // Under the count, every manifest stays.
+        assert_eq!(
+            policy("4", "100", "true").bins(&[10, 10, 10]),
+            [[0], [1], [2]]
+        );
+        // At the count: packed in order up to the target; a large one stays alone.
+        assert_eq!(
+            policy("4", "100", "true").bins(&[40, 40, 40, 200, 30, 90]),
+            vec![vec![0, 1], vec![3], vec![2, 4], vec![5]]
+        );
+        assert_eq!(policy("4", "100", "false").bins(&[1, 1, 1, 1]).len(), 4);
+    }
 
     #[test]
     fn totals_add_to_the_parent() {

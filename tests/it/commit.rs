@@ -682,9 +682,15 @@ async fn pyiceberg_reads_updates_and_sees_the_schema(fx: Backend) {
 }
 
 on_backends!(many_commits_in_a_row: local, s3tables, rest_sigv4);
+/// 30 commits of updates and deletes, with manifests merged once 4 of a kind pile up: the
+/// merged manifests keep each file's sequence number, so every position delete still
+/// applies to the rows it was written for.
 async fn many_commits_in_a_row(fx: Backend) {
     let engine = CommitEngine::new(fx.catalog().await, settings());
     let table = fx.table("many");
+    let mut spec = spec(&table);
+    spec.properties
+        .insert("commit.manifest.min-count-to-merge".into(), "4".into());
     let mut model = Model::default();
     let names: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
     for i in 0..30i64 {
@@ -698,14 +704,36 @@ async fn many_commits_in_a_row(fx: Backend) {
             ]
         };
         engine
-            .commit(&spec(&table), window(&changes, "t", i + 1))
+            .commit(&spec, window(&changes, "t", i + 1))
             .await
             .unwrap();
         model.apply(&changes);
     }
     assert_eq!(fx.duckdb_rows(&table).await, model.rows());
     let info = fx.pyiceberg(&table).await;
-    assert_eq!(info["snapshots"].as_array().unwrap().len(), 30);
+    assert_eq!(info["rows"], model.rows(), "{info}");
+    let snapshots = by_sequence(&info);
+    assert_eq!(snapshots.len(), 30);
+    // Without merging, the last snapshot would list about one manifest of each kind per commit.
+    let manifests = info["manifests"].as_array().unwrap();
+    for content in ["data", "deletes"] {
+        let of_kind = manifests
+            .iter()
+            .filter(|m| m["content"].as_str().unwrap().eq_ignore_ascii_case(content))
+            .count();
+        assert!((1..=4).contains(&of_kind), "{content}: {manifests:?}");
+    }
+    let replaced: u64 = snapshots
+        .iter()
+        .map(|s| {
+            s["summary"]["manifests-replaced"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert!(replaced >= 20, "manifests merged: {replaced}");
 }
 
 on_backends!(schema_changes_add_columns_and_widen_types: local, s3tables, rest_sigv4);

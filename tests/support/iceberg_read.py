@@ -547,6 +547,15 @@ def describe_table(table, args):
                                                        if summ is not None else [])},
         })
 
+    current = table.current_snapshot()
+    if current is not None:
+        doc["manifests"] = [{"path": m.manifest_path,
+                             "content": m.content.name.lower(),
+                             "length": m.manifest_length,
+                             "added_files": m.added_files_count,
+                             "existing_files": m.existing_files_count}
+                            for m in current.manifests(table.io)]
+
     if args.files:
         doc["files"] = describe_files(table)
 
