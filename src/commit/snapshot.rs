@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
-    ManifestList, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot,
+    ManifestList, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
     SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary,
 };
 use iceberg::{TableRequirement, TableUpdate};
@@ -56,6 +56,15 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
 
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut summary = SnapshotSummaryCollector::default();
+    let mut out = ManifestOut {
+        io,
+        meta_dir: &meta_dir,
+        commit_id: files.commit_id,
+        snapshot_id,
+        schema: &schema,
+        spec: &spec,
+        next: 0,
+    };
     for (content, files_of) in [
         (ManifestContentType::Data, files.data_files),
         (ManifestContentType::Deletes, files.delete_files),
@@ -63,21 +72,7 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         if files_of.is_empty() {
             continue;
         }
-        let path = format!(
-            "{meta_dir}/{}-{snapshot_id}-m{}.avro",
-            files.commit_id,
-            manifests.len()
-        );
-        let builder = ManifestWriterBuilder::new(
-            io.new_output(&path).map_err(err)?,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.as_ref().clone(),
-        );
-        let mut writer = match content {
-            ManifestContentType::Data => builder.build_v2_data(),
-            ManifestContentType::Deletes => builder.build_v2_deletes(),
-        };
+        let mut writer = out.writer(content)?;
         for file in files_of {
             summary.add_file(file, schema.clone(), spec.clone());
             writer
@@ -85,6 +80,7 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
                 .map_err(err)?;
         }
         manifests.push(writer.write_manifest_file().await.map_err(err)?);
+        out.next += 1;
     }
 
     // The base snapshot's manifests are carried over (small ones merged, as Iceberg's own
@@ -104,18 +100,9 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
             .map_err(|e| err(e).context(format!("manifest list {}", current.manifest_list())))?;
         let carried: Vec<ManifestFile> = list.consume_entries().into_iter().collect();
         let policy = MergePolicy::of(metadata.properties());
-        let new_manifests = manifests.len();
-        let mut merge = Merge {
-            io,
-            meta_dir: &meta_dir,
-            commit_id: files.commit_id,
-            snapshot_id,
-            schema: &schema,
-            spec: &spec,
-            next: new_manifests,
-        };
-        let kept = merge.merge(carried, &policy).await?;
-        let created = merge.next - new_manifests;
+        let new_manifests = out.next;
+        let kept = out.merge(carried, &policy).await?;
+        let created = out.next - new_manifests;
         if created > 0 || kept.replaced > 0 {
             tracing::debug!(created, replaced = kept.replaced, "merged small manifests");
         }
@@ -269,8 +256,8 @@ impl MergePolicy {
     }
 }
 
-/// Writes merged manifests for one snapshot.
-struct Merge<'a> {
+/// Writes the manifests of one snapshot: those of its new files, and merged ones.
+struct ManifestOut<'a> {
     io: &'a iceberg::io::FileIO,
     meta_dir: &'a str,
     commit_id: &'a str,
@@ -287,7 +274,25 @@ struct Merged {
     replaced: usize,
 }
 
-impl Merge<'_> {
+impl ManifestOut<'_> {
+    /// A writer for the snapshot's next manifest.
+    fn writer(&self, content: ManifestContentType) -> Result<ManifestWriter, FileError> {
+        let path = format!(
+            "{}/{}-{}-m{}.avro",
+            self.meta_dir, self.commit_id, self.snapshot_id, self.next
+        );
+        let builder = ManifestWriterBuilder::new(
+            self.io.new_output(&path).map_err(err)?,
+            Some(self.snapshot_id),
+            self.schema.clone(),
+            self.spec.as_ref().clone(),
+        );
+        Ok(match content {
+            ManifestContentType::Data => builder.build_v2_data(),
+            ManifestContentType::Deletes => builder.build_v2_deletes(),
+        })
+    }
+
     /// Data and delete manifests of the table's spec are merged apart; manifests of another
     /// partition spec are kept as they are.
     async fn merge(
@@ -338,20 +343,7 @@ impl Merge<'_> {
         content: ManifestContentType,
         members: &[ManifestFile],
     ) -> Result<Option<ManifestFile>, FileError> {
-        let path = format!(
-            "{}/{}-{}-m{}.avro",
-            self.meta_dir, self.commit_id, self.snapshot_id, self.next
-        );
-        let builder = ManifestWriterBuilder::new(
-            self.io.new_output(&path).map_err(err)?,
-            Some(self.snapshot_id),
-            self.schema.clone(),
-            self.spec.as_ref().clone(),
-        );
-        let mut writer = match content {
-            ManifestContentType::Data => builder.build_v2_data(),
-            ManifestContentType::Deletes => builder.build_v2_deletes(),
-        };
+        let mut writer = self.writer(content)?;
         let mut live = 0usize;
         for m in members {
             let manifest = m
