@@ -409,9 +409,10 @@ async fn lifecycle_and_encryption(
     );
     results.push(
         match stager.ensure_expiration(false, s3.expire_after_days).await {
-            Ok(LifecycleState::Expires) => {
-                CheckResult::ok(what("expiration rule"), "the bucket expires old objects")
-            }
+            Ok(LifecycleState::Expires(days)) => CheckResult::ok(
+                what("expiration rule"),
+                format!("the bucket expires objects after {days} days"),
+            ),
             Ok(_) if s3.manage_lifecycle => CheckResult::ok(
                 what("expiration rule"),
                 "none yet; floe run adds one (staging.manage_lifecycle = true)",

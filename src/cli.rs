@@ -151,6 +151,100 @@ pub fn backfill(
     }
 }
 
+/// `floe maintain`: compacts each table the configuration routes to (or `tables`), one after
+/// another, and prints what it did. Safe while `floe run` commits to the same tables.
+pub fn maintain(path: &Path, tables: &[String]) -> Result<(), CliError> {
+    let config = load(path)?;
+    let mut names = tables
+        .iter()
+        .map(|t| {
+            t.parse::<TableName>()
+                .map_err(|e| CliError::Usage(format!("--tables: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if names.is_empty() {
+        let config::TopicSelection::List(topics) = &config.kafka.topics else {
+            return Err(CliError::Usage(
+                "kafka.topics is a pattern, so the tables are not known in advance: name them with --tables".into(),
+            ));
+        };
+        for topic in topics {
+            let table = config
+                .tables
+                .route(topic)
+                .map_err(|e| CliError::Failed(format!("topic {topic}: {e}")))?;
+            if !names.contains(&table) {
+                names.push(table);
+            }
+        }
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    let failed = rt.block_on(async {
+        let catalog = crate::catalog::open_catalog(&config.catalog)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        if !catalog.expires_snapshots() {
+            tracing::info!(
+                catalog = catalog.kind(),
+                "this catalog maintains its tables itself; compacting anyway, deleting nothing"
+            );
+        }
+        let mut settings = crate::commit::CommitSettings::new(
+            config.kafka.group_id.clone(),
+            crate::commit::FileSettings {
+                target_file_size: config.flush.target_file_size,
+                zstd_level: config.flush.zstd_level,
+            },
+        );
+        settings.index_memory = config.tables.index_memory;
+        let engine = crate::commit::CommitEngine::new(catalog, settings);
+        let mut failed = 0usize;
+        for name in &names {
+            match engine.exists(name).await {
+                Ok(false) => {
+                    println!("{name}: does not exist yet");
+                    continue;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    println!("{name}: failed: {e}");
+                    failed += 1;
+                    continue;
+                }
+            }
+            match engine.compact(name).await {
+                Ok(c) if c.snapshot_id.is_none() => println!(
+                    "{name}: compact already ({} data files, {} delete files)",
+                    c.data_files_before, c.delete_files_before
+                ),
+                Ok(c) => println!(
+                    "{name}: {} data files and {} delete files rewritten into {} data files \
+                     ({} rows), snapshot {}; {} old snapshots expired, {} files deleted",
+                    c.data_files_before,
+                    c.delete_files_before,
+                    c.data_files_after,
+                    c.rows,
+                    c.snapshot_id.unwrap_or_default(),
+                    c.expired_snapshots,
+                    c.removed_files
+                ),
+                Err(e) => {
+                    println!("{name}: failed: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        Ok::<usize, CliError>(failed)
+    })?;
+    match failed {
+        0 => Ok(()),
+        n => Err(CliError::Failed(format!(
+            "{n} of {} tables failed; the others are maintained",
+            names.len()
+        ))),
+    }
+}
+
 /// Validates the configuration, then runs every check and prints one line per check, with the
 /// actions that grant each missing permission.
 pub fn check(path: &Path, create: bool) -> Result<(), CliError> {

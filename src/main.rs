@@ -78,6 +78,20 @@ enum Command {
         #[arg(long)]
         create: bool,
     },
+    /// Compact the tables: rewrite each table's rows, deletes applied, into few data files.
+    ///
+    /// For catalogs without a maintenance service (local, most REST catalogs). Safe while
+    /// `floe run` commits to the same tables: a commit meanwhile makes the compaction start
+    /// over. Old snapshots expire by the tables' history.expire.* properties, and their files
+    /// are deleted where Floe expires snapshots.
+    Maintain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only these tables (comma-separated `namespace.table`); default: every table the
+        /// configuration routes its topics to.
+        #[arg(long, value_delimiter = ',', value_name = "TABLES")]
+        tables: Vec<String>,
+    },
     /// Print the least-privilege access policy for the configured resources.
     Policy {
         #[command(flatten)]
@@ -113,6 +127,7 @@ fn main() -> ExitCode {
             yes,
         } => cli::backfill(&config.config, drop_and_recreate, &tables, yes),
         Command::Check { config, create } => cli::check(&config.config, create),
+        Command::Maintain { config, tables } => cli::maintain(&config.config, &tables),
         Command::Policy {
             config,
             format,

@@ -131,6 +131,10 @@ impl TableCatalog for LocalCatalog {
         KIND
     }
 
+    fn expires_snapshots(&self) -> bool {
+        true
+    }
+
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
         self.db()
             .execute(
@@ -212,7 +216,8 @@ impl TableCatalog for LocalCatalog {
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
     ) -> Result<LoadedTable, CatalogError> {
-        let (metadata, location) = super::apply_updates(KIND, base, &requirements, updates)?;
+        let (metadata, location, dropped) =
+            super::apply_updates(KIND, base, &requirements, updates)?;
         super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
         let swapped = self
             .db()
@@ -231,11 +236,24 @@ impl TableCatalog for LocalCatalog {
             )
             .map_err(db_err)?;
         if swapped != 1 {
+            // Nothing references the file just written.
+            let _ = self.file_io.delete(&location).await;
             return Err(CatalogError::Conflict {
                 catalog: KIND,
                 table: base.ident.to_string(),
                 message: format!("its metadata is no longer {}", base.metadata_location),
             });
+        }
+        let delete_dropped = metadata
+            .properties()
+            .get(super::DELETE_AFTER_COMMIT)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        if delete_dropped {
+            for file in dropped {
+                if let Err(e) = self.file_io.delete(&file).await {
+                    tracing::warn!(table = %base.ident, file, error = %e, "an old metadata file could not be deleted");
+                }
+            }
         }
         self.loaded(&base.ident, location, Some(metadata)).await
     }

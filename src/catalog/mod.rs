@@ -172,19 +172,26 @@ pub trait TableCatalog: Send + Sync {
         updates: Vec<TableUpdate>,
     ) -> Result<LoadedTable, CatalogError>;
 
+    /// Whether commits expire old snapshots and delete the files only they referenced: true
+    /// where no catalog service maintains the tables and the storage allows deletes.
+    fn expires_snapshots(&self) -> bool {
+        false
+    }
+
     /// Deletes the table (for `backfill --drop-and-recreate`).
     async fn drop_table(&self, ident: &TableIdent) -> Result<(), CatalogError>;
 }
 
 /// For catalogs that store a pointer to a metadata file (local, S3 Tables): checks the
-/// requirements against `base` and applies the updates, giving the new metadata and the path
-/// of the metadata file to write it to.
+/// requirements against `base` and applies the updates, giving the new metadata, the path
+/// of the metadata file to write it to, and the earlier metadata files that dropped out of
+/// the metadata log (`write.metadata.previous-versions-max`).
 pub(crate) fn apply_updates(
     catalog: &'static str,
     base: &LoadedTable,
     requirements: &[TableRequirement],
     updates: Vec<TableUpdate>,
-) -> Result<(TableMetadata, String), CatalogError> {
+) -> Result<(TableMetadata, String, Vec<String>), CatalogError> {
     for requirement in requirements {
         requirement
             .check(Some(&base.metadata))
@@ -203,12 +210,16 @@ pub(crate) fn apply_updates(
             .apply(builder)
             .map_err(|e| CatalogError::other(catalog, format!("table {}: {e}", base.ident)))?;
     }
-    let metadata = builder
+    let built = builder
         .build()
-        .map_err(|e| CatalogError::other(catalog, format!("table {}: {e}", base.ident)))?
-        .metadata;
-    let location = next_metadata_location(&metadata, &base.metadata_location);
-    Ok((metadata, location))
+        .map_err(|e| CatalogError::other(catalog, format!("table {}: {e}", base.ident)))?;
+    let location = next_metadata_location(&built.metadata, &base.metadata_location);
+    let dropped = built
+        .expired_metadata_logs
+        .into_iter()
+        .map(|log| log.metadata_file)
+        .collect();
+    Ok((built.metadata, location, dropped))
 }
 
 /// `<table location>/metadata/<version>-<uuid>.metadata.json`, the version one more than the
@@ -284,6 +295,9 @@ pub(crate) async fn read_metadata(
         .map_err(|e| CatalogError::other(catalog, format!("{location} is not table metadata: {e}")))
 }
 
+/// Iceberg's table property: delete metadata files that drop out of the metadata log.
+pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+
 /// Table properties Floe sets on every new table, before the configured ones.
 pub fn default_table_properties() -> HashMap<String, String> {
     HashMap::from([
@@ -292,5 +306,8 @@ pub fn default_table_properties() -> HashMap<String, String> {
         ("write.format.default".into(), "parquet".into()),
         ("write.delete.mode".into(), "merge-on-read".into()),
         ("write.update.mode".into(), "merge-on-read".into()),
+        // Where Floe keeps the table (the local catalog), metadata files that dropped out of
+        // the metadata log are deleted. S3 Tables and REST catalogs keep their own.
+        (DELETE_AFTER_COMMIT.into(), "true".into()),
     ])
 }

@@ -101,6 +101,7 @@ pub struct RestCatalog {
     stats: Arc<S3RequestStats>,
     /// The FileIO of the last table config seen (one S3 client per distinct config).
     file_io: Mutex<Option<(BTreeMap<String, String>, FileIO)>>,
+    expire_snapshots: bool,
 }
 
 impl std::fmt::Debug for RestCatalog {
@@ -222,6 +223,7 @@ impl RestCatalog {
             sdk,
             stats: Arc::new(S3RequestStats::default()),
             file_io: Mutex::new(None),
+            expire_snapshots: config.expire_snapshots,
         };
 
         let mut url = catalog.url(&["config"])?;
@@ -491,10 +493,17 @@ impl RestCatalog {
         {
             return io.clone();
         }
+        // Floe deletes the files of the snapshots it expires, and nothing else.
+        let deletes = if self.expire_snapshots {
+            s3_storage::Deletes::Allowed
+        } else {
+            s3_storage::Deletes::Refused
+        };
         let io = s3_storage::file_io(
             &self.sdk,
             properties.clone().into_iter().collect(),
             self.stats.clone(),
+            deletes,
         );
         *cached = Some((properties, io.clone()));
         io
@@ -540,6 +549,10 @@ impl RestCatalog {
 impl TableCatalog for RestCatalog {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn expires_snapshots(&self) -> bool {
+        self.expire_snapshots
     }
 
     async fn namespace_exists(&self, namespace: &str) -> Result<bool, CatalogError> {
@@ -807,6 +820,7 @@ mod scripted_server_tests {
                 token: Secret::new("tok"),
             },
             request_timeout: Duration::from_secs(10),
+            expire_snapshots: true,
             properties: BTreeMap::new(),
         }
     }

@@ -4,10 +4,11 @@
 //! `s3.region`, `s3.path-style-access`, `s3.access-key-id`, `s3.secret-access-key`,
 //! `s3.session-token`), falling back to the AWS default credential chain.
 //!
-//! It only ever GETs, HEADs and PUTs objects (multipart for large files). It must never LIST
-//! or DELETE: S3 Tables refuses both inside a table's warehouse, so `delete*` are refused here
-//! before any request is sent. Every request sent is counted by kind ([`S3RequestCounts`]) so
-//! tests can prove that.
+//! It GETs, HEADs and PUTs objects (multipart for large files), and never LISTs. It DELETEs
+//! only where the catalog allows it ([`Deletes::Allowed`]: a REST catalog that Floe expires
+//! snapshots on); S3 Tables refuses deletes inside a table's warehouse, so there `delete*` are
+//! refused here before any request is sent. Every request sent is counted by kind
+//! ([`S3RequestCounts`]) so tests can prove that.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -206,10 +207,12 @@ pub fn file_io(
     sdk: &SdkConfig,
     properties: HashMap<String, String>,
     stats: Arc<S3RequestStats>,
+    deletes: Deletes,
 ) -> FileIO {
     FileIOBuilder::new(Arc::new(S3StorageFactory {
         sdk: Some(sdk.clone()),
         stats,
+        deletes,
     }))
     .with_props(properties)
     .build()
@@ -223,6 +226,17 @@ pub struct S3StorageFactory {
     sdk: Option<SdkConfig>,
     #[serde(skip)]
     stats: Arc<S3RequestStats>,
+    #[serde(skip)]
+    deletes: Deletes,
+}
+
+/// Whether the storage may delete objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Deletes {
+    /// Every delete is refused before a request is sent (S3 Tables).
+    #[default]
+    Refused,
+    Allowed,
 }
 
 impl std::fmt::Debug for S3StorageFactory {
@@ -243,15 +257,19 @@ impl StorageFactory for S3StorageFactory {
         let settings = S3Settings::from_properties(config.props());
         Ok(Arc::new(S3Storage {
             client: Some(settings.client(sdk, self.stats.clone())),
+            deletes: self.deletes,
         }))
     }
 }
 
-/// iceberg [`Storage`] over aws-sdk-s3: GET, HEAD, PUT and multipart upload only.
+/// iceberg [`Storage`] over aws-sdk-s3: GET, HEAD, PUT and multipart upload, and DELETE where
+/// allowed.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct S3Storage {
     #[serde(skip)]
     client: Option<aws_sdk_s3::Client>,
+    #[serde(skip)]
+    deletes: Deletes,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -307,7 +325,7 @@ fn refused(op: &str, path: &str) -> Error {
     Error::new(
         ErrorKind::FeatureUnsupported,
         format!(
-            "{op} {path}: Floe never deletes or lists inside a table's storage (S3 Tables forbids it)"
+            "{op} {path}: Floe does not delete or list inside this table storage (S3 Tables forbids it)"
         ),
     )
 }
@@ -417,7 +435,19 @@ impl Storage for S3Storage {
     }
 
     async fn delete(&self, path: &str) -> iceberg::Result<()> {
-        Err(refused("delete", path))
+        if self.deletes != Deletes::Allowed {
+            return Err(refused("delete", path));
+        }
+        let (bucket, key) = split_location(path)?;
+        // S3 answers a delete of a missing key with success too.
+        self.client()?
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("DELETE", path, e))?;
+        Ok(())
     }
 
     async fn delete_prefix(&self, path: &str) -> iceberg::Result<()> {

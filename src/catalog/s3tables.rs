@@ -167,7 +167,12 @@ impl S3TablesCatalog {
         S3TablesCatalog {
             client,
             bucket_arn: config.table_bucket.arn.clone(),
-            file_io: s3_storage::file_io(sdk, properties, stats.clone()),
+            file_io: s3_storage::file_io(
+                sdk,
+                properties,
+                stats.clone(),
+                s3_storage::Deletes::Refused,
+            ),
             stats,
             called,
         }
@@ -446,7 +451,8 @@ impl TableCatalog for S3TablesCatalog {
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
     ) -> Result<LoadedTable, CatalogError> {
-        let (metadata, location) = super::apply_updates(KIND, base, &requirements, updates)?;
+        // S3 Tables keeps (and expires) the table's metadata files itself.
+        let (metadata, location, _) = super::apply_updates(KIND, base, &requirements, updates)?;
         super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
         let version = self.swap(&base.ident, &base.version, &location).await?;
         self.loaded(&base.ident, location, version, Some(metadata))

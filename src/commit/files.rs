@@ -123,6 +123,39 @@ pub async fn write_data_files(
     writer.close().await.map_err(FileError::from)
 }
 
+/// Writes a stream of batches (each projected onto the table's Arrow schema) as data files of
+/// the target size, holding one batch at a time.
+pub async fn write_data_stream<S>(
+    table: &LoadedTable,
+    mut batches: S,
+    settings: FileSettings,
+    file_prefix: &str,
+) -> Result<(Vec<DataFile>, u64), FileError>
+where
+    S: futures::Stream<Item = Result<RecordBatch, FileError>> + Unpin,
+{
+    use futures::StreamExt;
+    let schema = table.metadata.current_schema().clone();
+    let target = super::schema::arrow_schema(&schema).map_err(FileError::permanent)?;
+    let builder = DataFileWriterBuilder::new(rolling(
+        table,
+        schema,
+        settings,
+        format!("{file_prefix}-data"),
+    )?);
+    let mut writer = builder.build(None).await.map_err(FileError::from)?;
+    let mut rows = 0u64;
+    while let Some(batch) = batches.next().await {
+        let batch = super::schema::project(&batch?, &target).map_err(FileError::permanent)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        rows += batch.num_rows() as u64;
+        writer.write(batch).await.map_err(FileError::from)?;
+    }
+    Ok((writer.close().await.map_err(FileError::from)?, rows))
+}
+
 /// Writes the primary-key columns of `rows` as equality-delete files on the identifier fields.
 pub async fn write_equality_deletes(
     table: &LoadedTable,

@@ -11,6 +11,8 @@
 //! the new base; it never rewrites data. When a commit's outcome is unknown (a timeout, a 5xx),
 //! the table is searched for the commit's id before anything is committed again.
 
+pub mod compact;
+pub mod expire;
 pub mod extras;
 pub mod files;
 pub mod index;
@@ -173,6 +175,24 @@ pub struct CommitOutcome {
     pub attempts: u32,
     pub created_table: bool,
     pub schema_changed: bool,
+    /// Old snapshots the commit expired, and how many of their files were deleted.
+    pub expired_snapshots: usize,
+    pub removed_files: usize,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    pub table: TableIdent,
+    /// The `replace` snapshot; `None` when the table was compact already (or empty).
+    pub snapshot_id: Option<i64>,
+    pub rows: u64,
+    pub data_files_before: usize,
+    pub delete_files_before: usize,
+    pub data_files_after: usize,
+    pub attempts: u32,
+    pub expired_snapshots: usize,
+    pub removed_files: usize,
 }
 
 pub struct CommitEngine {
@@ -461,7 +481,7 @@ impl CommitEngine {
 
         let mut attempt = 0;
         let mut waits = self.backoff().delays();
-        let landed = loop {
+        let (landed, expired) = loop {
             attempt += 1;
             let plan = snapshot::plan(
                 &base,
@@ -472,6 +492,7 @@ impl CommitEngine {
                     data_files: &data_files,
                     delete_files: &delete_files,
                     replace_all: truncating,
+                    expire: self.catalog.expires_snapshots(),
                 },
             )
             .await
@@ -481,7 +502,12 @@ impl CommitEngine {
                 .commit(&base, plan.requirements, plan.updates)
                 .await
             {
-                Ok(_) => break plan.snapshot_id,
+                Ok(_) => {
+                    break (
+                        plan.snapshot_id,
+                        plan.expiry.map(|e| (e, plan.manifest_list)),
+                    );
+                }
                 Err(e @ CatalogError::Conflict { .. })
                 | Err(e @ CatalogError::CommitStateUnknown { .. }) => e,
                 Err(e) if e.is_retryable() => e,
@@ -499,8 +525,9 @@ impl CommitEngine {
             base = self.reload(&ident).await?;
             unpartitioned(&base).map_err(&invalid)?;
             // A timeout or a 5xx may hide a commit that did land: never apply it twice.
+            // Which plan landed is not known: its expired snapshots' files are left.
             if let Some(landed) = find_commit(&base, &commit_id) {
-                break landed;
+                break (landed, None);
             }
             let now = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
                 .map_err(&invalid)?;
@@ -546,6 +573,14 @@ impl CommitEngine {
         }
         let index_bytes = slot.index.as_ref().map_or(0, |i| i.memory_bytes());
         self.count_index(&ident, index_bytes);
+        drop(slot);
+        let (expired_snapshots, removed_files) = match expired {
+            Some((expiry, list)) => (
+                expiry.expired.len(),
+                remove_expired(&base, &expiry, (landed, &list)).await,
+            ),
+            None => (0, 0),
+        };
         let bytes_written = data_files
             .iter()
             .chain(&delete_files)
@@ -565,7 +600,111 @@ impl CommitEngine {
             attempts: attempt,
             created_table,
             schema_changed,
+            expired_snapshots,
+            removed_files,
         })
+    }
+
+    /// Rewrites the table's rows (deletes applied) into data files of the target size, in one
+    /// `replace` snapshot. A commit by another writer meanwhile makes it start over on the new
+    /// table; the rows and offsets the table holds never change.
+    pub async fn compact(&self, name: &TableName) -> Result<Compacted, CommitError> {
+        let ident = self.ident(name)?;
+        let table = ident.to_string();
+        let invalid = |message: String| CommitError::Invalid {
+            table: table.clone(),
+            message,
+        };
+        let files_error = |e: files::FileError| CommitError::Files {
+            table: table.clone(),
+            message: e.message,
+            retryable: e.retryable,
+        };
+        let mut waits = self.backoff().delays();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = self
+                .load(&ident)
+                .await?
+                .ok_or_else(|| invalid("the table does not exist".into()))?;
+            unpartitioned(&base).map_err(&invalid)?;
+            let candidates = compact::Candidates::of(&base).await.map_err(files_error)?;
+            let mut outcome = Compacted {
+                table: ident.clone(),
+                snapshot_id: None,
+                rows: 0,
+                data_files_before: candidates.data.len(),
+                delete_files_before: candidates.deletes.len(),
+                data_files_after: candidates.data.len(),
+                attempts: attempt,
+                expired_snapshots: 0,
+                removed_files: 0,
+            };
+            if !candidates.worth_it(self.settings.files.target_file_size) {
+                return Ok(outcome);
+            }
+            let commit_id = uuid::Uuid::new_v4().to_string();
+            let (new_files, rows) = compact::rewrite(&base, self.settings.files, &commit_id)
+                .await
+                .map_err(files_error)?;
+            let plan = snapshot::plan_replace(
+                &base,
+                &commit_id,
+                &self.settings.group,
+                &new_files,
+                &candidates.all(),
+                self.catalog.expires_snapshots(),
+            )
+            .await
+            .map_err(files_error)?;
+            outcome.rows = rows;
+            outcome.data_files_after = new_files.len();
+            let error = match self
+                .catalog
+                .commit(&base, plan.requirements, plan.updates)
+                .await
+            {
+                Ok(_) => {
+                    outcome.snapshot_id = Some(plan.snapshot_id);
+                    if let Some(expiry) = &plan.expiry {
+                        outcome.expired_snapshots = expiry.expired.len();
+                        outcome.removed_files =
+                            remove_expired(&base, expiry, (plan.snapshot_id, &plan.manifest_list))
+                                .await;
+                    }
+                    return Ok(outcome);
+                }
+                Err(e @ CatalogError::Conflict { .. }) => {
+                    // Not applied: nothing references the files just written.
+                    if self.catalog.expires_snapshots() {
+                        let paths = new_files
+                            .iter()
+                            .map(|f| f.file_path().to_string())
+                            .chain([plan.manifest_list.clone()])
+                            .collect();
+                        expire::delete_all(&base.file_io, paths).await;
+                    }
+                    e
+                }
+                Err(e @ CatalogError::CommitStateUnknown { .. }) => e,
+                Err(e) if e.is_retryable() => e,
+                Err(source) => return Err(CommitError::Catalog { table, source }),
+            };
+            tracing::info!(table = %ident, attempt, error = %error, "compaction not applied; starting over on the table as it is now");
+            if let Some(landed) = find_commit(&self.reload(&ident).await?, &commit_id) {
+                outcome.snapshot_id = Some(landed);
+                return Ok(outcome);
+            }
+            if attempt >= self.settings.max_attempts {
+                return Err(CommitError::Exhausted {
+                    table,
+                    attempts: attempt,
+                    last: error,
+                });
+            }
+            tokio::time::sleep(waits.next().unwrap_or(self.settings.max_backoff)).await;
+        }
     }
 
     fn index_slot(&self, ident: &TableIdent) -> Arc<tokio::sync::Mutex<IndexSlot>> {
@@ -813,6 +952,42 @@ fn key_column_indices(schema: &Schema, arrow: &ArrowSchema) -> Vec<usize> {
         .filter_map(|id| schema.name_by_field_id(id))
         .filter_map(|name| arrow.index_of(name).ok())
         .collect()
+}
+
+/// Deletes the files only the snapshots `expiry` removed referenced. A file that cannot be
+/// deleted is left (and named in the log): the table no longer needs it. Returns how many
+/// were deleted.
+async fn remove_expired(
+    base: &LoadedTable,
+    expiry: &expire::Expiry,
+    new_snapshot: (i64, &str),
+) -> usize {
+    let table = &base.ident;
+    let paths = match expire::unreferenced(
+        &base.file_io,
+        base.metadata.format_version(),
+        expiry,
+        new_snapshot,
+    )
+    .await
+    {
+        Ok(paths) => paths,
+        Err(e) => {
+            tracing::warn!(%table, error = %e, snapshots = expiry.expired.len(), "expired snapshots' files were not looked up; they are left in place");
+            return 0;
+        }
+    };
+    let found = paths.len();
+    let (deleted, error) = expire::delete_all(&base.file_io, paths).await;
+    match error {
+        None => {
+            tracing::debug!(%table, snapshots = expiry.expired.len(), files = deleted, "expired snapshots")
+        }
+        Some(e) => {
+            tracing::warn!(%table, snapshots = expiry.expired.len(), deleted, left = found - deleted, error = %e, "some files of expired snapshots could not be deleted; they are left in place")
+        }
+    }
+    deleted
 }
 
 /// The snapshot of `table` that Floe's commit `commit_id` created, if it landed.

@@ -14,6 +14,7 @@ use iceberg::spec::{
 };
 use iceberg::{TableRequirement, TableUpdate};
 
+use super::expire::{self, Expiry};
 use super::files::FileError;
 use super::offsets::{CommittedOffsets, SUMMARY_COMMIT_ID, SUMMARY_GROUP, SUMMARY_OFFSETS};
 use crate::catalog::LoadedTable;
@@ -22,6 +23,10 @@ pub struct SnapshotPlan {
     pub updates: Vec<TableUpdate>,
     pub requirements: Vec<TableRequirement>,
     pub snapshot_id: i64,
+    /// The new snapshot's manifest list.
+    pub manifest_list: String,
+    /// The snapshots the same update expires.
+    pub expiry: Option<Expiry>,
 }
 
 /// The ids of the files of one logical commit, and how it is recognised in the table.
@@ -33,6 +38,8 @@ pub struct CommitFiles<'a> {
     pub delete_files: &'a [DataFile],
     /// The new files replace every file of the base (the source table was truncated).
     pub replace_all: bool,
+    /// Expire old snapshots in the same update (no catalog service does).
+    pub expire: bool,
 }
 
 fn err(e: iceberg::Error) -> FileError {
@@ -88,17 +95,8 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
     // files, and the base's files stay for older snapshots.
     let merge_counts: (usize, usize, usize);
     if let Some(current) = metadata.current_snapshot().filter(|_| !files.replace_all) {
-        let bytes = io
-            .new_input(current.manifest_list())
-            .map_err(err)?
-            .read()
-            .await
-            .map_err(|e| {
-                err(e).context(format!("read manifest list {}", current.manifest_list()))
-            })?;
-        let list = ManifestList::parse_with_version(&bytes, metadata.format_version())
-            .map_err(|e| err(e).context(format!("manifest list {}", current.manifest_list())))?;
-        let carried: Vec<ManifestFile> = list.consume_entries().into_iter().collect();
+        let carried =
+            read_manifest_list(io, current.manifest_list(), metadata.format_version()).await?;
         let policy = MergePolicy::of(metadata.properties());
         let new_manifests = out.next;
         let kept = out.merge(carried, &policy).await?;
@@ -156,12 +154,18 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
     properties.insert(SUMMARY_COMMIT_ID.into(), files.commit_id.into());
     properties.insert("floe.version".into(), env!("CARGO_PKG_VERSION").into());
 
+    let now = chrono::Utc::now().timestamp_millis();
+    let expiry = if files.expire {
+        expire::select(metadata, now)
+    } else {
+        None
+    };
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(metadata.current_snapshot_id())
         .with_sequence_number(sequence_number)
-        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-        .with_manifest_list(list_path)
+        .with_timestamp_ms(now)
+        .with_manifest_list(list_path.clone())
         .with_summary(Summary {
             operation: Operation::Overwrite,
             additional_properties: properties,
@@ -169,23 +173,29 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         .with_schema_id(metadata.current_schema_id())
         .build();
 
+    let mut updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: MAIN_BRANCH.to_string(),
+            reference: SnapshotReference::new(
+                snapshot_id,
+                SnapshotRetention::branch(None, None, None),
+            ),
+        },
+        TableUpdate::SetProperties {
+            updates: HashMap::from([(
+                CommittedOffsets::property_key(files.group),
+                offsets.to_json(),
+            )]),
+        },
+    ];
+    if let Some(expiry) = &expiry {
+        updates.push(TableUpdate::RemoveSnapshots {
+            snapshot_ids: expiry.ids(),
+        });
+    }
     Ok(SnapshotPlan {
-        updates: vec![
-            TableUpdate::AddSnapshot { snapshot },
-            TableUpdate::SetSnapshotRef {
-                ref_name: MAIN_BRANCH.to_string(),
-                reference: SnapshotReference::new(
-                    snapshot_id,
-                    SnapshotRetention::branch(None, None, None),
-                ),
-            },
-            TableUpdate::SetProperties {
-                updates: HashMap::from([(
-                    CommittedOffsets::property_key(files.group),
-                    offsets.to_json(),
-                )]),
-            },
-        ],
+        updates,
         requirements: vec![
             TableRequirement::UuidMatch {
                 uuid: metadata.uuid(),
@@ -196,7 +206,206 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
             },
         ],
         snapshot_id,
+        manifest_list: list_path,
+        expiry,
     })
+}
+
+/// A file the table holds, with the sequence numbers it was committed with.
+#[derive(Debug, Clone)]
+pub struct LiveFile {
+    pub file: DataFile,
+    pub sequence_number: i64,
+    pub file_sequence_number: Option<i64>,
+}
+
+/// The live data and delete files of the table's current snapshot.
+pub async fn live_files(base: &LoadedTable) -> Result<(Vec<LiveFile>, Vec<LiveFile>), FileError> {
+    let mut data = Vec::new();
+    let mut deletes = Vec::new();
+    let Some(current) = base.metadata.current_snapshot() else {
+        return Ok((data, deletes));
+    };
+    let io = &base.file_io;
+    let list =
+        read_manifest_list(io, current.manifest_list(), base.metadata.format_version()).await?;
+    for m in &list {
+        let manifest = m
+            .load_manifest(io)
+            .await
+            .map_err(|e| err(e).context(format!("read manifest {}", m.manifest_path)))?;
+        for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
+            let sequence_number = entry.sequence_number().unwrap_or(m.sequence_number);
+            let live = LiveFile {
+                file: entry.data_file().clone(),
+                sequence_number,
+                file_sequence_number: Some(entry.file_sequence_number.unwrap_or(sequence_number)),
+            };
+            match live.file.content_type() {
+                DataContentType::Data => data.push(live),
+                _ => deletes.push(live),
+            }
+        }
+    }
+    Ok((data, deletes))
+}
+
+/// A `replace` snapshot (a compaction): `added` data files hold the same rows as `removed`
+/// (every live data and delete file of `base`), which the snapshot's manifests record as
+/// deleted. The offsets the table holds are kept.
+pub async fn plan_replace(
+    base: &LoadedTable,
+    commit_id: &str,
+    group: &str,
+    added: &[DataFile],
+    removed: &[LiveFile],
+    expire: bool,
+) -> Result<SnapshotPlan, FileError> {
+    let metadata = &base.metadata;
+    let parent = metadata
+        .current_snapshot()
+        .ok_or_else(|| FileError::permanent("the table has no snapshot to replace"))?;
+    let snapshot_id = new_snapshot_id(base);
+    let sequence_number = metadata.next_sequence_number();
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().clone();
+    let meta_dir = format!("{}/metadata", metadata.location().trim_end_matches('/'));
+    let io = &base.file_io;
+    let mut out = ManifestOut {
+        io,
+        meta_dir: &meta_dir,
+        commit_id,
+        snapshot_id,
+        schema: &schema,
+        spec: &spec,
+        next: 0,
+    };
+    let mut summary = SnapshotSummaryCollector::default();
+    let mut manifests = Vec::new();
+    for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
+        let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
+        let gone: Vec<&LiveFile> = removed
+            .iter()
+            .filter(|l| is_data(&l.file) == (content == ManifestContentType::Data))
+            .collect();
+        let new: Vec<&DataFile> = added
+            .iter()
+            .filter(|f| is_data(f) == (content == ManifestContentType::Data))
+            .collect();
+        if gone.is_empty() && new.is_empty() {
+            continue;
+        }
+        let mut writer = out.writer(content)?;
+        for file in new {
+            summary.add_file(file, schema.clone(), spec.clone());
+            writer
+                .add_file(file.clone(), sequence_number)
+                .map_err(err)?;
+        }
+        for live in gone {
+            summary.remove_file(&live.file, schema.clone(), spec.clone());
+            writer
+                .add_delete_file(
+                    live.file.clone(),
+                    live.sequence_number,
+                    live.file_sequence_number,
+                )
+                .map_err(err)?;
+        }
+        manifests.push(writer.write_manifest_file().await.map_err(err)?);
+        out.next += 1;
+    }
+    let list_path = format!("{meta_dir}/snap-{snapshot_id}-{commit_id}.avro");
+    let mut list_writer = ManifestListWriter::v2(
+        io.new_output(&list_path)
+            .map_err(err)?
+            .writer()
+            .await
+            .map_err(err)?,
+        snapshot_id,
+        Some(parent.snapshot_id()),
+        sequence_number,
+    );
+    list_writer
+        .add_manifests(manifests.into_iter())
+        .map_err(err)?;
+    list_writer.close().await.map_err(err)?;
+
+    let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
+    let mut properties = summary.build();
+    add_totals(
+        &mut properties,
+        Some(&parent.summary().additional_properties),
+    );
+    properties.insert(SUMMARY_GROUP.into(), group.into());
+    properties.insert(SUMMARY_OFFSETS.into(), offsets.to_json());
+    properties.insert(SUMMARY_COMMIT_ID.into(), commit_id.into());
+    properties.insert("floe.version".into(), env!("CARGO_PKG_VERSION").into());
+    let now = chrono::Utc::now().timestamp_millis();
+    let expiry = if expire {
+        expire::select(metadata, now)
+    } else {
+        None
+    };
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(Some(parent.snapshot_id()))
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(now)
+        .with_manifest_list(list_path.clone())
+        .with_summary(Summary {
+            operation: Operation::Replace,
+            additional_properties: properties,
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .build();
+    let mut updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: MAIN_BRANCH.to_string(),
+            reference: SnapshotReference::new(
+                snapshot_id,
+                SnapshotRetention::branch(None, None, None),
+            ),
+        },
+    ];
+    if let Some(expiry) = &expiry {
+        updates.push(TableUpdate::RemoveSnapshots {
+            snapshot_ids: expiry.ids(),
+        });
+    }
+    Ok(SnapshotPlan {
+        updates,
+        requirements: vec![
+            TableRequirement::UuidMatch {
+                uuid: metadata.uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: MAIN_BRANCH.to_string(),
+                snapshot_id: Some(parent.snapshot_id()),
+            },
+        ],
+        snapshot_id,
+        manifest_list: list_path,
+        expiry,
+    })
+}
+
+/// The manifests a manifest list names.
+pub(crate) async fn read_manifest_list(
+    io: &iceberg::io::FileIO,
+    path: &str,
+    version: FormatVersion,
+) -> Result<Vec<ManifestFile>, FileError> {
+    let bytes = io
+        .new_input(path)
+        .map_err(err)?
+        .read()
+        .await
+        .map_err(|e| err(e).context(format!("read manifest list {path}")))?;
+    let list = ManifestList::parse_with_version(&bytes, version)
+        .map_err(|e| err(e).context(format!("manifest list {path}")))?;
+    Ok(list.consume_entries().into_iter().collect())
 }
 
 /// When a commit merges the manifests it carries over: Iceberg's table properties, with the

@@ -292,6 +292,8 @@ pub struct RawStaging {
     pub manage_lifecycle: bool,
     #[serde(default = "default_expire_after_days")]
     pub expire_after_days: u32,
+    #[serde(default, with = "humantime_serde")]
+    pub max_uncommitted_age: Option<Duration>,
     pub directory: Option<PathBuf>,
 }
 
@@ -325,6 +327,7 @@ pub enum RawCatalog {
         token: Option<Secret>,
         #[serde(default = "default_request_timeout", with = "humantime_serde")]
         request_timeout: Duration,
+        expire_snapshots: Option<bool>,
         #[serde(default)]
         properties: BTreeMap<String, Scalar>,
     },

@@ -235,6 +235,39 @@ fn s3tables_catalog_needs_an_s3_staging_bucket() {
 }
 
 #[test]
+fn staged_changes_wait_less_than_the_lifecycle_rule_keeps_them() {
+    let staging = |extra: &str| {
+        load(&format!(
+            "{S3TABLES}\n[staging]\nbucket = \"floe-staging\"\n{extra}"
+        ))
+        .map(|c| match c.staging {
+            StagingConfig::S3(s) => s.max_uncommitted_age,
+            StagingConfig::Local { .. } => panic!("expected s3 staging"),
+        })
+    };
+    assert_eq!(staging("").unwrap(), Duration::from_secs(36 * 3600));
+    assert_eq!(
+        staging("expire_after_days = 1\n").unwrap(),
+        Duration::from_secs(12 * 3600)
+    );
+    assert_eq!(
+        staging("max_uncommitted_age = \"5s\"\n").unwrap(),
+        Duration::from_secs(5)
+    );
+    let e = staging("max_uncommitted_age = \"3d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key `staging.max_uncommitted_age`") && e.contains("below"),
+        "{e}"
+    );
+    let e = err(
+        "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"t\"]\n\n[staging]\ndirectory = \"/tmp/x\"\nmax_uncommitted_age = \"1h\"\n\n[catalog]\ntype = \"local\"\n",
+    );
+    assert!(e.contains("key `staging.max_uncommitted_age`"), "{e}");
+}
+
+#[test]
 fn bad_table_bucket_arn_is_refused() {
     let e = err(&S3TABLES.replace(
         "arn:aws:s3tables:eu-west-1:111122223333:bucket/analytics",
@@ -256,6 +289,22 @@ type = "rest"
 uri = "http://127.0.0.1:8181"
 warehouse = "tables"
 "#;
+
+#[test]
+fn snapshot_expiry_is_off_only_for_s3_tables_rest_endpoint() {
+    let expires = |extra: &str| {
+        let c = load(&format!("{REST}{extra}")).unwrap();
+        let CatalogConfig::Rest(r) = &c.catalog else {
+            panic!()
+        };
+        r.expire_snapshots
+    };
+    assert!(expires(""));
+    assert!(!expires("auth = \"sigv4\"\n"));
+    assert!(expires("auth = \"sigv4\"\nsigning_name = \"s3\"\n"));
+    assert!(expires("auth = \"sigv4\"\nexpire_snapshots = true\n"));
+    assert!(!expires("expire_snapshots = false\n"));
+}
 
 #[test]
 fn rest_auth_settings_must_fit_the_auth_kind() {

@@ -300,6 +300,9 @@ pub struct S3Staging {
     pub kms_key_arn: Option<String>,
     pub manage_lifecycle: bool,
     pub expire_after_days: u32,
+    /// Changes staged this long without a commit stop the run before the lifecycle rule can
+    /// remove them (default: half of `expire_after_days`).
+    pub max_uncommitted_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +382,9 @@ pub struct RestCatalog {
     pub warehouse: Option<String>,
     pub auth: RestAuth,
     pub request_timeout: Duration,
+    /// Whether Floe expires old snapshots and deletes their files: off where the catalog
+    /// maintains its tables itself (S3 Tables).
+    pub expire_snapshots: bool,
     /// FileIO and catalog properties passed through (`s3.endpoint`, `s3.path-style-access`...).
     pub properties: BTreeMap<String, String>,
 }
@@ -726,6 +732,18 @@ fn validate_staging(
                     "must be at least 1",
                 ));
             }
+            let rule_age = Duration::from_secs(u64::from(raw.expire_after_days) * 86_400);
+            let max_uncommitted_age = raw.max_uncommitted_age.unwrap_or(rule_age / 2);
+            if max_uncommitted_age.is_zero() || max_uncommitted_age >= rule_age {
+                return Err(ConfigError::invalid(
+                    "staging.max_uncommitted_age",
+                    format!(
+                        "must be above zero and below staging.expire_after_days ({} days): \
+                         staged changes must be committed before the lifecycle rule removes them",
+                        raw.expire_after_days
+                    ),
+                ));
+            }
             Ok(StagingConfig::S3(S3Staging {
                 bucket,
                 prefix: raw.prefix.trim_matches('/').to_string(),
@@ -735,9 +753,16 @@ fn validate_staging(
                 kms_key_arn: raw.kms_key_arn,
                 manage_lifecycle: raw.manage_lifecycle,
                 expire_after_days: raw.expire_after_days,
+                max_uncommitted_age,
             }))
         }
         (None, Some(directory)) => {
+            if raw.max_uncommitted_age.is_some() {
+                return Err(ConfigError::invalid(
+                    "staging.max_uncommitted_age",
+                    "only used with staging.bucket (a local directory has no lifecycle rule)",
+                ));
+            }
             if !matches!(catalog, CatalogConfig::Local(_)) {
                 return Err(ConfigError::invalid(
                     "staging.directory",
@@ -798,6 +823,7 @@ fn validate_catalog(raw: RawCatalog) -> Result<CatalogConfig, ConfigError> {
             scope,
             token,
             request_timeout,
+            expire_snapshots,
             properties,
         } => {
             check_http_url("catalog.uri", &uri)?;
@@ -858,11 +884,15 @@ fn validate_catalog(raw: RawCatalog) -> Result<CatalogConfig, ConfigError> {
                     })?,
                 },
             };
+            // S3 Tables' Iceberg endpoint expires snapshots itself and refuses deletes.
+            let s3tables =
+                matches!(&auth, RestAuth::Sigv4 { signing_name, .. } if signing_name == "s3tables");
             CatalogConfig::Rest(RestCatalog {
                 uri,
                 warehouse,
                 auth,
                 request_timeout,
+                expire_snapshots: expire_snapshots.unwrap_or(!s3tables),
                 properties: properties.into_iter().map(|(k, v)| (k, v.0)).collect(),
             })
         }

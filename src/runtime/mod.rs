@@ -60,6 +60,17 @@ pub enum RuntimeError {
     DrainTimeout(Duration),
     #[error("interrupted: what was committed stays; run it again to continue")]
     Interrupted,
+    #[error(
+        "table {table}: changes staged {age:?} ago are still not committed \
+         (staging.max_uncommitted_age = {limit:?}); stopping before the staging bucket's \
+         lifecycle rule removes them: a restart reads them from Kafka again. Last commit error: {last}"
+    )]
+    UncommittedTooLong {
+        table: TableName,
+        age: Duration,
+        limit: Duration,
+        last: Box<CommitError>,
+    },
 }
 
 /// What a run did, for logs and tests.
@@ -80,6 +91,9 @@ pub struct Runtime {
     policy: ErrorPolicy,
     engine: Arc<CommitEngine>,
     stager: Arc<Stager>,
+    /// How long staged changes may wait for their commit before the run stops (S3 staging:
+    /// before the bucket's lifecycle rule could remove them).
+    max_uncommitted_age: Option<Duration>,
     /// The window: per table, what was read since its last commit.
     tables: HashMap<TableName, TableState>,
     /// Notified when a flush task has written its delta.
@@ -127,10 +141,25 @@ impl Runtime {
         commit_settings.index_memory = config.tables.index_memory;
         let engine = CommitEngine::new(catalog, commit_settings);
         let stager = Stager::open(&config.staging, &uuid::Uuid::new_v4().to_string()).await?;
+        let mut max_uncommitted_age = None;
         if let crate::config::StagingConfig::S3(s3) = &config.staging {
-            stager
+            let state = stager
                 .ensure_expiration(s3.manage_lifecycle, s3.expire_after_days)
                 .await?;
+            let mut limit = s3.max_uncommitted_age;
+            // A rule of the bucket's own that expires sooner than Floe's would bounds it too.
+            if let crate::stage::LifecycleState::Expires(days) = state {
+                let half = Duration::from_secs(u64::from(days) * 86_400 / 2);
+                if half < limit {
+                    tracing::warn!(
+                        days,
+                        max_uncommitted_age = ?half,
+                        "the staging bucket expires objects sooner than staging.expire_after_days; uncommitted changes may wait half of that"
+                    );
+                    limit = half;
+                }
+            }
+            max_uncommitted_age = Some(limit);
         }
         let policy = ErrorPolicy::new(&config.errors, &config.kafka)?;
         let mut decoder = Decoder::new(&config.decode, &config.tables);
@@ -154,6 +183,7 @@ impl Runtime {
             policy,
             engine: Arc::new(engine),
             stager: Arc::new(stager),
+            max_uncommitted_age,
             tables: HashMap::new(),
             flushed: Arc::new(tokio::sync::Notify::new()),
             round: None,

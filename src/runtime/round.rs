@@ -394,6 +394,20 @@ impl Runtime {
                     }
                 }
                 Settled::Lost => lost = true,
+                Settled::Failed(RuntimeError::Commit(e))
+                    if e.is_retryable() && !force && self.waited_too_long(&work).is_some() =>
+                {
+                    self.metrics.error("commit", "permanent");
+                    let age = self.waited_too_long(&work).unwrap_or_default();
+                    let e = RuntimeError::UncommittedTooLong {
+                        table: table.clone(),
+                        age,
+                        limit: self.max_uncommitted_age.unwrap_or_default(),
+                        last: Box::new(e),
+                    };
+                    tracing::error!(%table, error = %e, "commit failed for too long; stopping");
+                    failure.get_or_insert(e);
+                }
                 Settled::Failed(RuntimeError::Commit(e)) if e.is_retryable() && !force => {
                     self.metrics.error("commit", "retryable");
                     let state = self.tables.entry(table.clone()).or_default();
@@ -418,6 +432,14 @@ impl Runtime {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// How long the oldest staged change of `work` has waited, once that is past
+    /// [`Runtime::max_uncommitted_age`].
+    fn waited_too_long(&self, work: &TableWork) -> Option<Duration> {
+        let limit = self.max_uncommitted_age?;
+        let age = work.staged.iter().map(|d| d.staged_at.elapsed()).max()?;
+        (age > limit).then_some(age)
     }
 
     /// Puts a table's uncommitted work back in front of what was read since.

@@ -164,6 +164,8 @@ pub struct StagedDelta {
     pub bytes: u64,
     /// The in-memory (Arrow) size of its rows: what reading it back for the commit holds.
     pub memory: u64,
+    /// When it was written (the lifecycle rule counts from then).
+    pub staged_at: std::time::Instant,
 }
 
 /// What [`Stager::ensure_expiration`] found or did.
@@ -171,8 +173,8 @@ pub struct StagedDelta {
 pub enum LifecycleState {
     /// A local directory.
     NotApplicable,
-    /// The bucket already expires objects.
-    Expires,
+    /// The bucket already expires objects: after this many days (its shortest rule).
+    Expires(u32),
     /// No expiration rule, and Floe was not asked to add one.
     Missing,
     /// Floe added its rule.
@@ -302,12 +304,14 @@ impl Stager {
                 Vec::new()
             }
         };
-        let expires = rules.iter().any(|r| {
-            r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled
-                && r.expiration().and_then(|e| e.days()).is_some()
-        });
-        if expires {
-            return Ok(LifecycleState::Expires);
+        let expires = rules
+            .iter()
+            .filter(|r| r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled)
+            .filter_map(|r| r.expiration().and_then(|e| e.days()))
+            .filter_map(|days| u32::try_from(days).ok())
+            .min();
+        if let Some(days) = expires {
+            return Ok(LifecycleState::Expires(days));
         }
         if !manage {
             tracing::warn!(
@@ -422,6 +426,7 @@ impl Stager {
             rows,
             bytes,
             memory,
+            staged_at: std::time::Instant::now(),
         })
     }
 

@@ -158,6 +158,7 @@ fn rest_config(auth: RestAuth, properties: BTreeMap<String, String>) -> config::
         warehouse: Some(format!("s3://{}", support::weed_table_bucket())),
         auth,
         request_timeout: Duration::from_secs(30),
+        expire_snapshots: true,
         properties,
     }
 }
@@ -346,6 +347,10 @@ impl Backend {
     /// pyiceberg's view: through the SQL catalog (local), else a StaticTable from the
     /// metadata location the catalog reports.
     async fn pyiceberg(&self, table: &str) -> Value {
+        self.pyiceberg_with(table, &[]).await
+    }
+
+    async fn pyiceberg_with(&self, table: &str, extra: &[&str]) -> Value {
         let mut args = match &self.place {
             Place::Local { .. } => {
                 let mut args = vec!["pyiceberg-sql".to_string()];
@@ -359,6 +364,7 @@ impl Backend {
             ],
         };
         args.extend(["--order-by".into(), "id".into()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(self.s3_args());
         read(&args)
     }
@@ -734,6 +740,180 @@ async fn many_commits_in_a_row(fx: Backend) {
         })
         .sum();
     assert!(replaced >= 20, "manifests merged: {replaced}");
+}
+
+on_backends!(old_snapshots_expire_and_only_their_files_go: local, s3tables, rest_sigv4);
+async fn old_snapshots_expire_and_only_their_files_go(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let table = fx.table("expiring");
+    let mut spec = spec(&table);
+    for (key, value) in [
+        ("history.expire.max-snapshot-age-ms", "0"),
+        ("history.expire.min-snapshots-to-keep", "5"),
+        ("commit.manifest.min-count-to-merge", "20"),
+        ("write.metadata.previous-versions-max", "10"),
+    ] {
+        spec.properties.insert(key.into(), value.into());
+    }
+    // S3 Tables expires snapshots itself: Floe leaves them.
+    let expires = fx.kind != Kind::S3Tables;
+    let commits: i64 = if fx.kind == Kind::Local { 2000 } else { 40 };
+    let mut model = Model::default();
+    let (mut expired, mut removed) = (0, 0);
+    let mut early_metadata_size = 0;
+    let names: Vec<String> = (0..commits).map(|i| format!("v{i}")).collect();
+    for i in 0..commits {
+        let id = i % 50;
+        let changes: Vec<Change> = match i % 5 {
+            4 => vec![("d", id, None)],
+            _ => vec![("u", id, Some(names[i as usize].as_str()))],
+        };
+        let outcome = engine
+            .commit(&spec, window(&changes, "t", i + 1))
+            .await
+            .unwrap();
+        model.apply(&changes);
+        expired += outcome.expired_snapshots;
+        removed += outcome.removed_files;
+        if i == 99 && fx.kind == Kind::Local {
+            early_metadata_size = std::fs::metadata(fx.metadata_location(&table).await)
+                .unwrap()
+                .len();
+        }
+    }
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let info = fx.pyiceberg_with(&table, &["--referenced"]).await;
+    assert_eq!(info["rows"], model.rows(), "{}", info["rows"]);
+    let snapshots = info["snapshots"].as_array().unwrap().len();
+    if !expires {
+        assert_eq!((snapshots, expired, removed), (commits as usize, 0, 0));
+        return;
+    }
+    assert_eq!(snapshots, 5);
+    assert_eq!(expired, commits as usize - 5);
+    assert!(removed as i64 >= commits - 5, "files removed: {removed}");
+    let manifests = info["manifests"].as_array().unwrap();
+    assert!(manifests.len() <= 40, "{manifests:?}");
+    if fx.kind != Kind::Local {
+        return;
+    }
+    // The metadata file no longer grows with the commits.
+    let metadata = fx.metadata_location(&table).await;
+    let size = std::fs::metadata(&metadata).unwrap().len();
+    assert!(
+        size <= early_metadata_size + early_metadata_size / 5,
+        "metadata.json: {early_metadata_size} bytes after 100 commits, {size} after {commits}"
+    );
+    // What is on disk is exactly what the table references: nothing an expired snapshot or an
+    // old metadata file left behind, nothing a kept snapshot needs removed.
+    let location = info["location"].as_str().unwrap();
+    let strip = |p: &str| p.trim_start_matches("file://").to_string();
+    let referenced: Vec<String> = info["referenced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| strip(p.as_str().unwrap()))
+        .collect();
+    let mut on_disk: Vec<String> = walkdir(std::path::Path::new(&strip(location)));
+    on_disk.sort();
+    assert_eq!(on_disk, referenced);
+    assert!(
+        on_disk
+            .iter()
+            .filter(|p| p.ends_with(".metadata.json"))
+            .count()
+            <= 11,
+        "{on_disk:?}"
+    );
+}
+
+/// Every file under `dir`, as absolute paths.
+fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walkdir(&path));
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+    files
+}
+
+on_backends!(compaction_rewrites_the_rows_into_few_files_and_keeps_the_offsets: local, s3tables, rest_sigv4);
+async fn compaction_rewrites_the_rows_into_few_files_and_keeps_the_offsets(fx: Backend) {
+    let fx = Arc::new(fx);
+    let table = fx.table("compacted");
+    let name: floe::config::TableName = table.parse().unwrap();
+    let writer = CommitEngine::new(fx.catalog().await, settings());
+    let mut model = Model::default();
+    let names: Vec<String> = (0..12).map(|i| format!("v{i}")).collect();
+    for i in 0..12i64 {
+        let changes: Vec<Change> = match i % 4 {
+            3 => vec![("d", i % 5, None)],
+            _ => vec![
+                ("u", i % 5, Some(names[i as usize].as_str())),
+                ("c", 100 + i, Some("new")),
+            ],
+        };
+        writer
+            .commit(&spec(&table), window(&changes, "t", i + 1))
+            .await
+            .unwrap();
+        model.apply(&changes);
+    }
+    let offsets = writer.committed_offsets(&name).await.unwrap();
+
+    // Another Floe commits (topic `other`) while the compaction reads and writes: its commit
+    // conflicts, and it starts over on the table with that commit in it.
+    let maintainer = CommitEngine::new(
+        Arc::new(AnotherWriterFirst {
+            inner: fx.catalog().await,
+            other: AnotherWriter::Floe(Arc::new(CommitEngine::new(fx.catalog().await, settings()))),
+            done: AtomicBool::new(false),
+        }),
+        settings(),
+    );
+    let compacted = maintainer.compact(&name).await.unwrap();
+    model.apply(&[("c", 77, Some("sneaked in"))]);
+    assert_eq!(compacted.attempts, 2, "{compacted:?}");
+    assert!(compacted.snapshot_id.is_some(), "{compacted:?}");
+    assert_eq!(compacted.data_files_before, 10, "{compacted:?}");
+    assert!(compacted.delete_files_before >= 5, "{compacted:?}");
+    assert_eq!(compacted.data_files_after, 1, "{compacted:?}");
+    assert_eq!(compacted.rows as usize, model.0.len(), "{compacted:?}");
+
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let info = fx.pyiceberg(&table).await;
+    assert_eq!(info["rows"], model.rows());
+    let last = by_sequence(&info).last().unwrap().clone();
+    assert_eq!(last["operation"], "replace", "{last}");
+    let summary = &last["summary"];
+    assert_eq!(summary["total-data-files"], "1", "{summary}");
+    assert_eq!(summary["total-delete-files"], "0", "{summary}");
+    assert_eq!(
+        summary["total-records"],
+        model.0.len().to_string(),
+        "{summary}"
+    );
+    // The offsets of both writers are still the table's.
+    let mut both = offsets.clone();
+    both.advance("other", 0, 1);
+    assert_eq!(writer.committed_offsets(&name).await.unwrap(), both);
+    // Nothing left to do.
+    let again = maintainer.compact(&name).await.unwrap();
+    assert_eq!((again.snapshot_id, again.data_files_before), (None, 1));
+
+    // Floe commits on: the old rows are found in the compacted file.
+    let changes = [("u", 100, Some("after")), ("d", 77, None)];
+    writer
+        .commit(&spec(&table), window(&changes, "t", 13))
+        .await
+        .unwrap();
+    model.apply(&changes);
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    assert_eq!(fx.pyiceberg(&table).await["rows"], model.rows());
 }
 
 on_backends!(schema_changes_add_columns_and_widen_types: local, s3tables, rest_sigv4);
@@ -1456,6 +1636,10 @@ async fn no_list_or_delete(
     engine: &CommitEngine,
 ) {
     let table = fx.table("no_list");
+    // Snapshots old enough to expire at once, were expiry on.
+    let mut spec = spec(&table);
+    spec.properties
+        .insert("history.expire.max-snapshot-age-ms".into(), "0".into());
     let mut model = Model::default();
     let windows: Vec<Vec<Change>> = vec![
         vec![("c", 1, Some("a")), ("c", 2, Some("b"))],
@@ -1463,10 +1647,11 @@ async fn no_list_or_delete(
         vec![("d", 1, None), ("c", 3, Some("c"))],
     ];
     for (i, changes) in windows.iter().enumerate() {
-        engine
-            .commit(&spec(&table), window(changes, "t", i as i64 + 1))
+        let outcome = engine
+            .commit(&spec, window(changes, "t", i as i64 + 1))
             .await
             .unwrap();
+        assert_eq!(outcome.expired_snapshots, 0);
         model.apply(changes);
     }
     assert_eq!(fx.duckdb_rows(&table).await, model.rows());
@@ -1520,8 +1705,13 @@ async fn rest_never_lists_or_deletes_in_a_warehouse() {
     let Place::Rest { config, sdk, .. } = &fx.place else {
         unreachable!()
     };
+    // As on S3 Tables' Iceberg endpoint, where Floe leaves snapshot expiry to the service.
+    let config = config::RestCatalog {
+        expire_snapshots: false,
+        ..config.clone()
+    };
     let catalog = Arc::new(
-        RestCatalog::connect_with(config, sdk.clone())
+        RestCatalog::connect_with(&config, sdk.clone())
             .await
             .unwrap(),
     );
@@ -1674,6 +1864,7 @@ async fn s3_storage_uploads_large_files_in_parts_and_refuses_deletes() {
             ("s3.region".to_string(), "us-east-1".to_string()),
         ]),
         stats.clone(),
+        s3_storage::Deletes::Refused,
     );
     let location = format!("{warehouse}/data/big.bin");
     // 20 MiB + 5 bytes in uneven writes: one full 16 MiB part, then the rest on close.
@@ -1705,7 +1896,7 @@ async fn s3_storage_uploads_large_files_in_parts_and_refuses_deletes() {
     );
 
     let err = io.delete(&location).await.unwrap_err();
-    assert!(err.to_string().contains("never deletes"), "{err}");
+    assert!(err.to_string().contains("does not delete"), "{err}");
     assert!(io.delete_prefix(format!("{warehouse}/data")).await.is_err());
 
     let counts = stats.counts();

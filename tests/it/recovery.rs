@@ -472,6 +472,56 @@ fn failing_commits_with_a_full_window_pause_reading_instead_of_growing() {
     );
 }
 
+/// The catalog refuses every commit with 503, for longer than `staging.max_uncommitted_age`
+/// (5 s here; by default half the staging bucket's expiration age; the first commit round
+/// already takes longer, with the engine's own retries): Floe stops with exit 1
+/// and an error naming the table, rather than wait on staged files the lifecycle rule would
+/// remove. Nothing was acknowledged: once the catalog is back, a restart ends exact.
+#[test]
+fn commits_failing_longer_than_staged_files_may_wait_stop_the_run_and_lose_nothing() {
+    let proxied = commits_through_proxy(
+        "uncommitted_age",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+        &["--fail-for", "100000", "--status", "503"],
+        "",
+    );
+    let s = &proxied.setup;
+    s.edit_config(
+        "region = \"us-east-1\"\n\n[catalog]",
+        "region = \"us-east-1\"\nmax_uncommitted_age = \"5s\"\n\n[catalog]",
+    );
+    let mut floe = s.start("a");
+    let first = proxied.first_line(s);
+    assert!(first.starts_with("injected 503 POST"), "{first}");
+    let status = wait_exit(&mut floe, Duration::from_secs(120));
+    let log = s.log("a");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("customers")
+            && log.contains("still not committed")
+            && log.contains("max_uncommitted_age = 5s")
+            && log.contains("503"),
+        "the error names the table, the limit and the last commit error:\n{log}"
+    );
+    let rows = s
+        .rows()
+        .and_then(|r| r.as_array().map(Vec::len))
+        .unwrap_or(0);
+    assert_eq!(rows, 0, "nothing was committed:\n{log}");
+
+    // The catalog is back.
+    let upstream = support::weed_rest();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let proxied_uri = text
+        .lines()
+        .find(|l| l.starts_with("uri = "))
+        .unwrap()
+        .to_string();
+    s.edit_config(&proxied_uri, &format!("uri = \"{upstream}\""));
+    let mut again = s.start("b");
+    s.ends_exact(&model(200, None), &mut again, "b", 2);
+}
+
 /// A REST-catalog setup whose table commits (POST .../tables/<table>) go through
 /// `flaky_s3.py` with `proxy_args`; creating the namespace and the table goes straight
 /// through. The catalog block gets `catalog_extra` after its `uri`, metrics are served, and

@@ -1080,6 +1080,75 @@ fn a_truncate_empties_the_table_and_later_changes_start_afresh() {
     s.ends_exact(&model(50, None), &mut floe, "a", 2);
 }
 
+/// `floe maintain` while `floe run` commits to the same table: the table is rewritten into one
+/// data file (the maintain output and the snapshot summary say so), a run commit meanwhile
+/// only makes the compaction start over, and the table ends exact.
+#[test]
+fn floe_maintain_beside_floe_run_compacts_and_loses_nothing() {
+    let s = Setup::new(
+        "run_maintain",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+    );
+    let mut floe = s.stream_sample(200, 2);
+    for version in 1..=3 {
+        produce(&s.brokers, &s.topic, 200, 2, Some(version));
+        s.wait_for(&model(200, Some(version)), &mut floe, "a");
+    }
+    let files = || {
+        let location = s
+            .target
+            .metadata_location(&s.root, s.target.namespace(), "customers")
+            .unwrap();
+        let metadata: Value =
+            serde_json::from_str(&std::fs::read_to_string(&location).unwrap()).unwrap();
+        let current = metadata["current-snapshot-id"].as_i64().unwrap();
+        let snapshot = metadata["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["snapshot-id"].as_i64() == Some(current))
+            .unwrap()
+            .clone();
+        let total = |key: &str| {
+            snapshot["summary"][key]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        (
+            total("total-data-files"),
+            total("total-delete-files"),
+            snapshot["summary"]["operation"].clone(),
+        )
+    };
+    let (data_before, deletes_before, _) = files();
+    assert!(
+        data_before >= 4 && deletes_before >= 3,
+        "{data_before} {deletes_before}"
+    );
+
+    // Updates stream in while the table is compacted.
+    produce(&s.brokers, &s.topic, 200, 2, Some(4));
+    let out = s.command(&["maintain"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("rewritten into 1 data files"), "{stdout}");
+    s.wait_for(&model(200, Some(4)), &mut floe, "a");
+    let out = s.command(&["maintain"]).output().unwrap();
+    assert!(out.status.success());
+    let (data, deletes, operation) = files();
+    assert_eq!((data, deletes), (1, 0), "{operation}");
+    assert_eq!(operation, "replace");
+
+    produce(&s.brokers, &s.topic, 200, 2, Some(5));
+    s.ends_exact(&model(200, Some(5)), &mut floe, "a", 2);
+}
+
 #[test]
 fn soft_deletes_keep_deleted_rows_marked_with_their_last_values() {
     let s = Setup::new("run_soft", "interval = \"500ms\"\ncommit_interval = \"1s\"");

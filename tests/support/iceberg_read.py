@@ -427,6 +427,22 @@ def map_keys(value):
     return sorted(k for k, _ in value)
 
 
+def referenced_files(table):
+    """Every file the table's metadata references, sorted: the current metadata file, the
+    metadata log, and per snapshot its manifest list, manifests and live data and delete
+    files."""
+    md = table.metadata
+    paths = {table.metadata_location}
+    paths.update(entry.metadata_file for entry in md.metadata_log)
+    for snapshot in md.snapshots:
+        paths.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            paths.add(manifest.manifest_path)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                paths.add(entry.data_file.file_path)
+    return sorted(paths)
+
+
 def describe_files(table):
     """The current snapshot's data and delete files as pyiceberg sees them, with the Parquet
     codec of each (local files only) and which columns have lower/upper bounds."""
@@ -558,6 +574,8 @@ def describe_table(table, args):
 
     if args.files:
         doc["files"] = describe_files(table)
+    if getattr(args, "referenced", False):
+        doc["referenced"] = referenced_files(table)
 
     cols = split_list(args.columns)
     try:
@@ -704,6 +722,8 @@ def build_parser():
     _add_catalog(r)
     r.add_argument("--files", action="store_true",
                    help="also describe the current snapshot's files (codec, bounds)")
+    r.add_argument("--referenced", action="store_true",
+                   help="also list every file the table's metadata references")
     _add_s3(r)
     _add_read_opts(r)
     r.set_defaults(func=cmd_pyiceberg_sql)
@@ -729,6 +749,8 @@ def build_parser():
                     help="metadata.json location: local path, file:// URL or s3://bucket/key")
     st.add_argument("--files", action="store_true",
                     help="also describe the current snapshot's files (codec, bounds)")
+    st.add_argument("--referenced", action="store_true",
+                   help="also list every file the table's metadata references")
     _add_s3(st)
     _add_read_opts(st)
     st.set_defaults(func=cmd_pyiceberg_static)
