@@ -3,8 +3,8 @@
 //! and `local` (an embedded SQLite catalog over a directory).
 //!
 //! A backend only stores and swaps metadata; what goes into a snapshot is the commit engine's
-//! business. Inside a table's warehouse location a backend must never LIST or DELETE: S3
-//! Tables forbids both.
+//! business. Inside a table's warehouse location a backend never LISTs, and DELETEs only where
+//! [`TableCatalog::expires_snapshots`] says Floe maintains the table: S3 Tables forbids both.
 
 pub mod aws;
 pub mod local;
