@@ -10,9 +10,18 @@
 //! - `keep_100`: `history.expire.max-snapshot-age-ms = 0`, `min-snapshots-to-keep = 100`: each
 //!   commit expires the oldest snapshot once there are 100;
 //! - `no_merge`: as `keep_100`, without manifest merging (`commit.manifest-merge.enabled =
-//!   false`), for comparison.
+//!   false`), for comparison;
+//! - `maintained`: as `keep_100`, compacted (as `floe maintain` does) after every 500th commit;
+//!   the compactions are not counted in the latencies.
 //!
-//! Run: `cargo bench --bench history`. Figures depend on the machine; compare ratios.
+//! Then `scan`: `FLOE_BENCH_SCAN_COMMITS` (default 1,000) update commits into a table, and
+//! DuckDB's best-of-5 full-scan time of it (`tests/support/iceberg_read.py duckdb --timing`,
+//! with the test venv's Python), of the same table after `floe maintain`'s compaction, and of
+//! the same rows written fresh in one commit.
+//!
+//! Run: `cargo bench --bench history` (`-- scan` for the scan part alone; it needs
+//! `scripts/test-env.sh up` once, for the Python venv). Figures depend on the machine; compare
+//! ratios.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -72,7 +81,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-async fn run(dir: &Path, name: &str, properties: &[(&str, &str)], commits: usize) {
+async fn run(
+    dir: &Path,
+    name: &str,
+    properties: &[(&str, &str)],
+    compact_every: Option<usize>,
+    commits: usize,
+) {
     let catalog = Arc::new(LocalCatalog::open(dir).unwrap());
     let engine = CommitEngine::new(
         catalog.clone(),
@@ -114,6 +129,9 @@ async fn run(dir: &Path, name: &str, properties: &[(&str, &str)], commits: usize
             .await
             .unwrap();
         latencies.push(start.elapsed());
+        if compact_every.is_some_and(|n| i % n == 0) {
+            engine.compact(&spec.name).await.unwrap();
+        }
         if marks.contains(&i) {
             let mut last: Vec<Duration> = latencies[i.saturating_sub(100)..i].to_vec();
             last.sort();
@@ -132,6 +150,9 @@ async fn run(dir: &Path, name: &str, properties: &[(&str, &str)], commits: usize
     }
 }
 
+/// A table of the bench: its name, its properties, and how often it is compacted.
+type Table<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<usize>);
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument picks the tables whose name holds it.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -140,15 +161,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tables: [(&str, &[(&str, &str)]); 3] = [
-        ("retention_default", &[]),
-        (
-            "keep_100",
-            &[
-                ("history.expire.max-snapshot-age-ms", "0"),
-                ("history.expire.min-snapshots-to-keep", "100"),
-            ],
-        ),
+    let keep_100: &[(&str, &str)] = &[
+        ("history.expire.max-snapshot-age-ms", "0"),
+        ("history.expire.min-snapshots-to-keep", "100"),
+    ];
+    let tables: [Table; 4] = [
+        ("retention_default", &[], None),
+        ("keep_100", keep_100, None),
         (
             "no_merge",
             &[
@@ -156,13 +175,128 @@ fn main() {
                 ("history.expire.min-snapshots-to-keep", "100"),
                 ("commit.manifest-merge.enabled", "false"),
             ],
+            None,
         ),
+        ("maintained", keep_100, Some(500)),
     ];
-    for (name, properties) in tables {
+    if filter.as_deref().is_none_or(|f| "scan".contains(f)) {
+        let commits: usize = std::env::var("FLOE_BENCH_SCAN_COMMITS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000);
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(scan(dir.path(), commits));
+        if filter.as_deref() == Some("scan") {
+            return;
+        }
+    }
+    for (name, properties, compact_every) in tables {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        rt.block_on(run(dir.path(), name, properties, commits));
+        rt.block_on(run(dir.path(), name, properties, compact_every, commits));
     }
+}
+
+/// DuckDB's full-scan time of the table at `location`, in milliseconds (best of 5).
+fn duckdb_scan_ms(location: &str) -> f64 {
+    let cache = std::env::var_os("FLOE_CACHE").map_or_else(
+        || Path::new(&std::env::var("HOME").unwrap()).join(".cache/floe"),
+        std::path::PathBuf::from,
+    );
+    let out = std::process::Command::new(cache.join("venv/bin/python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/iceberg_read.py"
+        ))
+        .args(["duckdb", "--metadata", location, "--timing", "5"])
+        .output()
+        .expect("run the test venv's Python (scripts/test-env.sh up)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let timing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(timing["scanned"], KEYS);
+    timing["scan_ms"].as_f64().unwrap()
+}
+
+async fn scan(dir: &Path, commits: usize) {
+    let catalog = Arc::new(LocalCatalog::open(dir).unwrap());
+    let settings = CommitSettings::new(
+        "bench",
+        FileSettings {
+            target_file_size: 128 * 1024 * 1024,
+            zstd_level: 1,
+        },
+    );
+    let engine = CommitEngine::new(catalog.clone(), settings.clone());
+    let spec = |table: &str| TableSpec {
+        name: format!("bench.{table}").parse().unwrap(),
+        primary_key: vec!["id".into()],
+        properties: BTreeMap::new(),
+        extras: Default::default(),
+        deletes: Default::default(),
+    };
+    let location = |table: &'static str| {
+        let catalog = catalog.clone();
+        async move {
+            let ident = TableIdent {
+                namespace: "bench".into(),
+                name: table.into(),
+            };
+            let table = catalog.load_table(&ident).await.unwrap().unwrap();
+            table.metadata_location
+        }
+    };
+    engine
+        .commit(&spec("updated"), changes(batch(0, "c"), 1))
+        .await
+        .unwrap();
+    for i in 1..=commits {
+        engine
+            .commit(
+                &spec("updated"),
+                changes(batch(i as i64, "u"), 1 + i as i64),
+            )
+            .await
+            .unwrap();
+    }
+    let updated = duckdb_scan_ms(&location("updated").await);
+    let compacted = engine.compact(&spec("updated").name).await.unwrap();
+    let after = duckdb_scan_ms(&location("updated").await);
+
+    // The same rows in one commit: each key with its last name.
+    let mut names: Vec<String> = (0..KEYS).map(|k| format!("name-{k}-0")).collect();
+    for i in 1..=commits as i64 {
+        let start = (i * ROWS) % KEYS;
+        for k in start..start + ROWS {
+            names[k as usize] = format!("name-{k}-{i}");
+        }
+    }
+    let fresh = RecordBatch::try_new(
+        batch(0, "c").schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..KEYS)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from_iter_values((0..KEYS).map(|_| "c"))),
+        ],
+    )
+    .unwrap();
+    engine
+        .commit(&spec("fresh"), changes(fresh, 1))
+        .await
+        .unwrap();
+    let fresh = duckdb_scan_ms(&location("fresh").await);
+    println!(
+        "scan after {commits} update commits: {updated:.1} ms ({:.1}x fresh); after compaction \
+         ({} data and {} delete files into {}): {after:.1} ms ({:.1}x); fresh: {fresh:.1} ms",
+        updated / fresh,
+        compacted.data_files_before,
+        compacted.delete_files_before,
+        compacted.data_files_after,
+        after / fresh,
+    );
 }
