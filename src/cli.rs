@@ -153,7 +153,11 @@ pub fn backfill(
 
 /// `floe maintain`: compacts each table the configuration routes to (or `tables`), one after
 /// another, and prints what it did. Safe while `floe run` commits to the same tables.
-pub fn maintain(path: &Path, tables: &[String]) -> Result<(), CliError> {
+pub fn maintain(
+    path: &Path,
+    tables: &[String],
+    orphans_older_than: std::time::Duration,
+) -> Result<(), CliError> {
     let config = load(path)?;
     let mut names = tables
         .iter()
@@ -230,6 +234,18 @@ pub fn maintain(path: &Path, tables: &[String]) -> Result<(), CliError> {
                 ),
                 Err(e) => {
                     println!("{name}: failed: {e}");
+                    failed += 1;
+                    continue;
+                }
+            }
+            match engine.remove_orphans(name, orphans_older_than).await {
+                Ok(Some((found, deleted))) => println!(
+                    "{name}: {found} orphan files older than {} found, {deleted} deleted",
+                    humantime::format_duration(orphans_older_than)
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    println!("{name}: orphan files: failed: {e}");
                     failed += 1;
                 }
             }

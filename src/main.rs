@@ -91,6 +91,11 @@ enum Command {
         /// configuration routes its topics to.
         #[arg(long, value_delimiter = ',', value_name = "TABLES")]
         tables: Vec<String>,
+        /// Delete files under each table's location that no snapshot or metadata file
+        /// references and that are older than this (local and REST catalogs Floe expires
+        /// snapshots on; never on S3 Tables).
+        #[arg(long, value_name = "AGE", default_value = "3days", value_parser = humantime::parse_duration)]
+        orphans_older_than: std::time::Duration,
     },
     /// Print the least-privilege access policy for the configured resources.
     Policy {
@@ -127,7 +132,11 @@ fn main() -> ExitCode {
             yes,
         } => cli::backfill(&config.config, drop_and_recreate, &tables, yes),
         Command::Check { config, create } => cli::check(&config.config, create),
-        Command::Maintain { config, tables } => cli::maintain(&config.config, &tables),
+        Command::Maintain {
+            config,
+            tables,
+            orphans_older_than,
+        } => cli::maintain(&config.config, &tables, orphans_older_than),
         Command::Policy {
             config,
             format,

@@ -82,11 +82,20 @@ pub fn policy(config: &Config, drop_and_recreate: bool) -> Policy {
                             format!("arn:aws:s3tables:::bucket/{bucket}/table/*"),
                         ],
                     });
+                    // Expiring snapshots deletes their files; `floe maintain` lists orphans.
+                    let deletes = c.expire_snapshots.then_some("s3:DeleteObject");
                     policy.statements.push(Statement {
                         sid: "FloeWarehouseData",
-                        actions: sorted(s3_storage::DATA_ACTIONS.iter().copied()),
+                        actions: sorted(s3_storage::DATA_ACTIONS.iter().copied().chain(deletes)),
                         resources: vec![format!("arn:aws:s3:::{bucket}/*")],
                     });
+                    if c.expire_snapshots {
+                        policy.statements.push(Statement {
+                            sid: "FloeWarehouseList",
+                            actions: vec!["s3:ListBucket".to_string()],
+                            resources: vec![format!("arn:aws:s3:::{bucket}")],
+                        });
+                    }
                 }
                 _ => policy.notes.push(format!(
                     "catalog {}: it authorizes Floe by its own credentials (auth is not sigv4 with \

@@ -135,6 +135,47 @@ impl TableCatalog for LocalCatalog {
         true
     }
 
+    async fn list_files(
+        &self,
+        table: &LoadedTable,
+    ) -> Result<Option<Vec<super::ListedFile>>, CatalogError> {
+        let location = table.metadata.location().to_string();
+        let (scheme, root) = match location.strip_prefix("file://") {
+            Some(path) => ("file://", path.to_string()),
+            None => ("", location.clone()),
+        };
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut files = Vec::new();
+            let mut dirs = vec![PathBuf::from(&root)];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("list {}: {e}", dir.display())),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| format!("list {}: {e}", dir.display()))?;
+                    let meta = entry
+                        .metadata()
+                        .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+                    if meta.is_dir() {
+                        dirs.push(entry.path());
+                    } else {
+                        files.push(super::ListedFile {
+                            path: format!("{scheme}{}", entry.path().display()),
+                            modified: meta.modified().unwrap_or(std::time::SystemTime::now()),
+                        });
+                    }
+                }
+            }
+            Ok(files)
+        })
+        .await
+        .map_err(|e| CatalogError::other(KIND, e))?
+        .map_err(|e| CatalogError::other(KIND, e))?;
+        Ok(Some(listed))
+    }
+
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
         self.db()
             .execute(

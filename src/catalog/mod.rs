@@ -76,6 +76,13 @@ impl LoadedTable {
     }
 }
 
+/// A file found under a table's location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub path: String,
+    pub modified: std::time::SystemTime,
+}
+
 /// Why a catalog call failed. Conflicts and unknown outcomes are distinct from other errors
 /// because the commit engine handles them differently: a conflict is retried on a fresh base;
 /// an unknown outcome is first reconciled by looking for the commit in the table.
@@ -171,6 +178,16 @@ pub trait TableCatalog: Send + Sync {
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
     ) -> Result<LoadedTable, CatalogError>;
+
+    /// Every file under the table's location, where Floe may list it (local; a REST catalog
+    /// Floe expires snapshots on); `None` elsewhere (S3 Tables forbids listing).
+    async fn list_files(
+        &self,
+        table: &LoadedTable,
+    ) -> Result<Option<Vec<ListedFile>>, CatalogError> {
+        let _ = table;
+        Ok(None)
+    }
 
     /// Whether commits expire old snapshots and delete the files only they referenced: true
     /// where no catalog service maintains the tables and the storage allows deletes.

@@ -555,6 +555,32 @@ impl TableCatalog for RestCatalog {
         self.expire_snapshots
     }
 
+    async fn list_files(
+        &self,
+        table: &LoadedTable,
+    ) -> Result<Option<Vec<super::ListedFile>>, CatalogError> {
+        if !self.expire_snapshots {
+            return Ok(None);
+        }
+        // The settings of the table's FileIO (the last table config seen), else the catalog's.
+        let properties: HashMap<String, String> = {
+            let cached = self.file_io.lock().unwrap_or_else(|p| p.into_inner());
+            match cached.as_ref() {
+                Some((props, _)) => props.clone().into_iter().collect(),
+                None => self.properties.clone(),
+            }
+        };
+        let location = table.metadata.location();
+        s3_storage::list(&self.sdk, &properties, self.stats.clone(), location)
+            .await
+            .map(Some)
+            .map_err(|e| CatalogError::Other {
+                catalog: KIND,
+                message: format!("list {location}: {e}"),
+                retryable: super::io_retryable(&e),
+            })
+    }
+
     async fn namespace_exists(&self, namespace: &str) -> Result<bool, CatalogError> {
         let what = format!("namespace {namespace}");
         match self

@@ -218,6 +218,39 @@ pub fn file_io(
     .build()
 }
 
+/// Every object under `location` (`s3://bucket/prefix`), for orphan-file removal on catalogs
+/// Floe maintains. Never used on S3 Tables.
+pub async fn list(
+    sdk: &SdkConfig,
+    properties: &HashMap<String, String>,
+    stats: Arc<S3RequestStats>,
+    location: &str,
+) -> iceberg::Result<Vec<super::ListedFile>> {
+    let (bucket, prefix) = split_location(location.trim_end_matches('/'))?;
+    let client = S3Settings::from_properties(properties).client(sdk, stats);
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{prefix}/"))
+        .into_paginator()
+        .send();
+    let mut files = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| s3_error("LIST", location, e))?;
+        for object in page.contents() {
+            let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else {
+                continue;
+            };
+            files.push(super::ListedFile {
+                path: format!("s3://{bucket}/{key}"),
+                modified: std::time::SystemTime::try_from(*modified)
+                    .unwrap_or(std::time::SystemTime::now()),
+            });
+        }
+    }
+    Ok(files)
+}
+
 /// Builds [`S3Storage`] from a FileIO's properties. Not meant to cross process boundaries:
 /// a deserialized factory has no AWS configuration and refuses to build.
 #[derive(Clone, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ pub mod files;
 pub mod index;
 pub mod merge;
 pub mod offsets;
+pub mod orphans;
 pub mod positions;
 pub mod schema;
 pub mod snapshot;
@@ -705,6 +706,52 @@ impl CommitEngine {
             }
             tokio::time::sleep(waits.next().unwrap_or(self.settings.max_backoff)).await;
         }
+    }
+
+    /// Deletes the files under the table's location that its metadata does not reference and
+    /// that were last written more than `older_than` ago. Returns how many were found and how
+    /// many deleted; `None` where the catalog does not let Floe list (S3 Tables).
+    pub async fn remove_orphans(
+        &self,
+        name: &TableName,
+        older_than: Duration,
+    ) -> Result<Option<(usize, usize)>, CommitError> {
+        let ident = self.ident(name)?;
+        let table = ident.to_string();
+        // Listed first: a file committed after the table is loaded was written before that,
+        // and only files older than `older_than` are taken.
+        let base = self
+            .load(&ident)
+            .await?
+            .ok_or_else(|| CommitError::Invalid {
+                table: table.clone(),
+                message: "the table does not exist".into(),
+            })?;
+        let listed = match self.catalog.list_files(&base).await {
+            Ok(Some(listed)) => listed,
+            Ok(None) => return Ok(None),
+            Err(source) => return Err(CommitError::Catalog { table, source }),
+        };
+        let base = self.reload(&ident).await?;
+        let referenced = orphans::referenced(&base)
+            .await
+            .map_err(|e| CommitError::Files {
+                table: table.clone(),
+                message: e.message,
+                retryable: e.retryable,
+            })?;
+        let found = orphans::orphans(
+            listed,
+            &referenced,
+            older_than,
+            std::time::SystemTime::now(),
+        );
+        let count = found.len();
+        let (deleted, error) = expire::delete_all(&base.file_io, found).await;
+        if let Some(e) = error {
+            tracing::warn!(%table, found = count, deleted, error = %e, "some orphan files could not be deleted");
+        }
+        Ok(Some((count, deleted)))
     }
 
     fn index_slot(&self, ident: &TableIdent) -> Arc<tokio::sync::Mutex<IndexSlot>> {

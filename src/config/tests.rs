@@ -291,7 +291,7 @@ warehouse = "tables"
 "#;
 
 #[test]
-fn snapshot_expiry_is_off_only_for_s3_tables_rest_endpoint() {
+fn snapshot_expiry_is_off_only_on_s3_tables_rest_endpoint() {
     let expires = |extra: &str| {
         let c = load(&format!("{REST}{extra}")).unwrap();
         let CatalogConfig::Rest(r) = &c.catalog else {
@@ -300,10 +300,21 @@ fn snapshot_expiry_is_off_only_for_s3_tables_rest_endpoint() {
         r.expire_snapshots
     };
     assert!(expires(""));
-    assert!(!expires("auth = \"sigv4\"\n"));
-    assert!(expires("auth = \"sigv4\"\nsigning_name = \"s3\"\n"));
-    assert!(expires("auth = \"sigv4\"\nexpire_snapshots = true\n"));
+    assert!(expires("auth = \"sigv4\"\n"));
     assert!(!expires("expire_snapshots = false\n"));
+    let s3_tables = |extra: &str| {
+        let text = REST.replace(
+            "warehouse = \"tables\"",
+            "warehouse = \"arn:aws:s3tables:us-east-1:111122223333:bucket/b\"",
+        );
+        let c = load(&format!("{text}auth = \"sigv4\"\n{extra}")).unwrap();
+        let CatalogConfig::Rest(r) = &c.catalog else {
+            panic!()
+        };
+        r.expire_snapshots
+    };
+    assert!(!s3_tables(""));
+    assert!(s3_tables("expire_snapshots = true\n"));
 }
 
 #[test]

@@ -383,7 +383,7 @@ pub struct RestCatalog {
     pub auth: RestAuth,
     pub request_timeout: Duration,
     /// Whether Floe expires old snapshots and deletes their files: off where the catalog
-    /// maintains its tables itself (S3 Tables).
+    /// maintains its tables itself (S3 Tables' endpoint: a table bucket ARN as warehouse).
     pub expire_snapshots: bool,
     /// FileIO and catalog properties passed through (`s3.endpoint`, `s3.path-style-access`...).
     pub properties: BTreeMap<String, String>,
@@ -884,9 +884,9 @@ fn validate_catalog(raw: RawCatalog) -> Result<CatalogConfig, ConfigError> {
                     })?,
                 },
             };
-            // S3 Tables' Iceberg endpoint expires snapshots itself and refuses deletes.
-            let s3tables =
-                matches!(&auth, RestAuth::Sigv4 { signing_name, .. } if signing_name == "s3tables");
+            // S3 Tables' Iceberg endpoint (its warehouse is the table bucket's ARN) expires
+            // snapshots itself and refuses deletes.
+            let s3tables = warehouse.as_deref().is_some_and(|w| w.starts_with("arn:"));
             CatalogConfig::Rest(RestCatalog {
                 uri,
                 warehouse,

@@ -245,12 +245,13 @@ auth = "sigv4"
     assert_eq!(got, want);
     let data = statement(&policy, "FloeWarehouseData");
     assert_eq!(data["Resource"], serde_json::json!(["arn:aws:s3:::lake/*"]));
-    assert!(
-        data["Action"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!("s3:PutObject"))
-    );
+    let actions = data["Action"].as_array().unwrap();
+    assert!(actions.contains(&serde_json::json!("s3:PutObject")));
+    // Snapshot expiry deletes files, and `floe maintain` lists the orphans.
+    assert!(actions.contains(&serde_json::json!("s3:DeleteObject")));
+    let list = statement(&policy, "FloeWarehouseList");
+    assert_eq!(list["Resource"], serde_json::json!(["arn:aws:s3:::lake"]));
+    assert_eq!(list["Action"], serde_json::json!(["s3:ListBucket"]));
 }
 
 #[test]

@@ -916,6 +916,90 @@ async fn compaction_rewrites_the_rows_into_few_files_and_keeps_the_offsets(fx: B
     assert_eq!(fx.pyiceberg(&table).await["rows"], model.rows());
 }
 
+on_backends!(orphan_files_past_the_age_go_and_referenced_files_stay: local, s3tables, rest_sigv4);
+async fn orphan_files_past_the_age_go_and_referenced_files_stay(fx: Backend) {
+    let table = fx.table("orphans");
+    let name: floe::config::TableName = table.parse().unwrap();
+    let catalog = fx.catalog().await;
+    let engine = CommitEngine::new(catalog.clone(), settings());
+    let mut model = Model::default();
+    for (i, changes) in [
+        vec![("c", 1, Some("a")), ("c", 2, Some("b"))],
+        vec![("u", 1, Some("a2")), ("d", 2, None)],
+        vec![("c", 3, Some("c"))],
+    ]
+    .iter()
+    .enumerate()
+    {
+        engine
+            .commit(&spec(&table), window(changes, "t", i as i64 + 1))
+            .await
+            .unwrap();
+        model.apply(changes);
+    }
+    // Files no metadata references: as a killed writer or an unknown commit outcome leaves.
+    let loaded = catalog
+        .load_table(&engine.ident(&name).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let location = loaded.metadata.location().trim_end_matches('/').to_string();
+    let strays = [
+        format!("{location}/data/stray-00000.parquet"),
+        format!("{location}/metadata/stray-m0.avro"),
+    ];
+    for stray in &strays {
+        loaded
+            .file_io
+            .new_output(stray)
+            .unwrap()
+            .write(bytes::Bytes::from_static(b"not referenced"))
+            .await
+            .unwrap();
+    }
+    let exists = |path: String| {
+        let io = loaded.file_io.clone();
+        async move { io.exists(&path).await.unwrap() }
+    };
+
+    if fx.kind == Kind::S3Tables {
+        // S3 Tables forbids listing: nothing is looked at.
+        let removed = engine.remove_orphans(&name, Duration::ZERO).await.unwrap();
+        assert_eq!(removed, None);
+        return;
+    }
+    // Younger than the age: kept.
+    let removed = engine
+        .remove_orphans(&name, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(removed, Some((0, 0)));
+    for stray in &strays {
+        assert!(exists(stray.clone()).await, "{stray}");
+    }
+    // Past the age (any age): deleted, and only they.
+    let removed = engine.remove_orphans(&name, Duration::ZERO).await.unwrap();
+    assert_eq!(removed, Some((2, 2)));
+    for stray in &strays {
+        assert!(!exists(stray.clone()).await, "{stray}");
+    }
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let info = fx.pyiceberg_with(&table, &["--referenced"]).await;
+    assert_eq!(info["rows"], model.rows());
+    for path in info["referenced"].as_array().unwrap() {
+        let path = path.as_str().unwrap().to_string();
+        assert!(exists(path.clone()).await, "{path} was deleted");
+    }
+    // Floe commits on.
+    let changes = [("u", 3, Some("c2"))];
+    engine
+        .commit(&spec(&table), window(&changes, "t", 4))
+        .await
+        .unwrap();
+    model.apply(&changes);
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+}
+
 on_backends!(schema_changes_add_columns_and_widen_types: local, s3tables, rest_sigv4);
 async fn schema_changes_add_columns_and_widen_types(fx: Backend) {
     let engine = CommitEngine::new(fx.catalog().await, settings());
