@@ -21,7 +21,7 @@ use iceberg::io::FileIO;
 use iceberg::spec::{FormatVersion, MAIN_BRANCH, ManifestFile, ManifestStatus, TableMetadata};
 
 use super::files::FileError;
-use super::snapshot::read_manifest_list;
+use super::snapshot::{load_manifest, read_manifest_list};
 
 /// Snapshots one commit expires at most; a longer backlog is worked off over the next commits.
 pub const MAX_PER_COMMIT: usize = 100;
@@ -171,9 +171,7 @@ async fn removed_by(
         .iter()
         .filter(|m| m.added_snapshot_id == id && m.deleted_files_count != Some(0))
     {
-        let manifest = m.load_manifest(io).await.map_err(|e| {
-            FileError::from(e).context(format!("read manifest {}", m.manifest_path))
-        })?;
+        let manifest = load_manifest(io, m).await?;
         removed.extend(
             manifest
                 .entries()

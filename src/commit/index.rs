@@ -26,11 +26,13 @@ use arrow::row::{RowConverter, Rows, SortField};
 use futures::TryStreamExt;
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::FileMetadata;
-use iceberg::spec::{DataContentType, ManifestList, Schema};
+use iceberg::spec::{DataContentType, Schema};
 use parquet::arrow::arrow_reader::RowSelection;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use smallvec::SmallVec;
 
+use super::files::FileError;
+use super::snapshot::{load_manifest, read_manifest_list};
 use crate::catalog::LoadedTable;
 
 /// What the allocator adds to each heap allocation, roughly.
@@ -265,24 +267,17 @@ impl KeyIndex {
             return Ok(index);
         };
         let read = |what: &str, e: &dyn std::fmt::Display| IndexError::Read(format!("{what}: {e}"));
+        let unread = |e: FileError| IndexError::Read(e.message);
         let io = &table.file_io;
-        let bytes = io
-            .new_input(snapshot.manifest_list())
-            .map_err(|e| read(snapshot.manifest_list(), &e))?
-            .read()
+        let list = read_manifest_list(io, snapshot.manifest_list(), metadata.format_version())
             .await
-            .map_err(|e| read(snapshot.manifest_list(), &e))?;
-        let list = ManifestList::parse_with_version(&bytes, metadata.format_version())
-            .map_err(|e| read(snapshot.manifest_list(), &e))?;
+            .map_err(unread)?;
 
         let mut data = Vec::new();
         let mut position_deletes = Vec::new();
         let mut equality_deletes = Vec::new();
-        for manifest in list.entries() {
-            let m = manifest
-                .load_manifest(io)
-                .await
-                .map_err(|e| read(&manifest.manifest_path, &e))?;
+        for manifest in &list {
+            let m = load_manifest(io, manifest).await.map_err(unread)?;
             for entry in m.entries().iter().filter(|e| e.is_alive()) {
                 let seq = entry.sequence_number().unwrap_or(0);
                 let file = entry.data_file();

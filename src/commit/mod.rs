@@ -89,6 +89,15 @@ pub enum CommitError {
 }
 
 impl CommitError {
+    /// Makes a failure with the table's files into the table's error.
+    fn files(table: &str) -> impl Fn(files::FileError) -> CommitError + Copy + '_ {
+        move |e| CommitError::Files {
+            table: table.to_string(),
+            message: e.message,
+            retryable: e.retryable,
+        }
+    }
+
     /// Whether the whole commit may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -449,11 +458,7 @@ impl CommitEngine {
         }
 
         let commit_id = uuid::Uuid::new_v4().to_string();
-        let files_error = |e: files::FileError| CommitError::Files {
-            table: table.clone(),
-            message: e.message,
-            retryable: e.retryable,
-        };
+        let files_error = CommitError::files(&table);
         let keys_of = |batch: &Option<RecordBatch>| -> Vec<ArrayRef> {
             batch.as_ref().map_or_else(Vec::new, |b| {
                 key_columns.iter().map(|i| b.column(*i).clone()).collect()
@@ -616,11 +621,7 @@ impl CommitEngine {
             table: table.clone(),
             message,
         };
-        let files_error = |e: files::FileError| CommitError::Files {
-            table: table.clone(),
-            message: e.message,
-            retryable: e.retryable,
-        };
+        let files_error = CommitError::files(&table);
         let mut waits = self.backoff().delays();
         let mut attempt = 0;
         loop {
@@ -735,11 +736,7 @@ impl CommitEngine {
         let base = self.reload(&ident).await?;
         let referenced = orphans::referenced(&base)
             .await
-            .map_err(|e| CommitError::Files {
-                table: table.clone(),
-                message: e.message,
-                retryable: e.retryable,
-            })?;
+            .map_err(CommitError::files(&table))?;
         let found = orphans::orphans(
             listed,
             &referenced,

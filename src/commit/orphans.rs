@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use super::files::FileError;
-use super::snapshot::read_manifest_list;
+use super::snapshot::{load_manifest, read_manifest_list};
 use crate::catalog::{ListedFile, LoadedTable};
 
 /// Every file the table's metadata references: the current and logged metadata files,
@@ -43,9 +43,7 @@ pub async fn referenced(base: &LoadedTable) -> Result<HashSet<String>, FileError
             if !manifests_read.insert(m.manifest_path.clone()) {
                 continue;
             }
-            let manifest = m.load_manifest(io).await.map_err(|e| {
-                FileError::from(e).context(format!("read manifest {}", m.manifest_path))
-            })?;
+            let manifest = load_manifest(io, &m).await?;
             paths.extend(
                 manifest
                     .entries()

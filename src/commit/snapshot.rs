@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 
+use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
-    ManifestList, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary,
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, Manifest, ManifestContentType,
+    ManifestFile, ManifestList, ManifestListWriter, ManifestWriter, ManifestWriterBuilder,
+    Operation, Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary,
 };
 use iceberg::{TableRequirement, TableUpdate};
 
@@ -114,22 +115,6 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         merge_counts = (manifests.len(), 0, 0);
     }
 
-    let list_path = format!("{meta_dir}/snap-{snapshot_id}-{}.avro", files.commit_id);
-    let mut list_writer = ManifestListWriter::v2(
-        io.new_output(&list_path)
-            .map_err(err)?
-            .writer()
-            .await
-            .map_err(err)?,
-        snapshot_id,
-        metadata.current_snapshot_id(),
-        sequence_number,
-    );
-    list_writer
-        .add_manifests(manifests.into_iter())
-        .map_err(err)?;
-    list_writer.close().await.map_err(err)?;
-
     let mut offsets =
         CommittedOffsets::of_table(metadata, files.group).map_err(FileError::permanent)?;
     offsets.merge(files.offsets);
@@ -149,66 +134,19 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
     properties.insert("manifests-created".into(), created.to_string());
     properties.insert("manifests-kept".into(), kept.to_string());
     properties.insert("manifests-replaced".into(), replaced.to_string());
-    properties.insert(SUMMARY_GROUP.into(), files.group.into());
-    properties.insert(SUMMARY_OFFSETS.into(), offsets.to_json());
-    properties.insert(SUMMARY_COMMIT_ID.into(), files.commit_id.into());
-    properties.insert("floe.version".into(), env!("CARGO_PKG_VERSION").into());
-
-    let now = chrono::Utc::now().timestamp_millis();
-    let expiry = if files.expire {
-        expire::select(metadata, now)
-    } else {
-        None
-    };
-    let snapshot = Snapshot::builder()
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(metadata.current_snapshot_id())
-        .with_sequence_number(sequence_number)
-        .with_timestamp_ms(now)
-        .with_manifest_list(list_path.clone())
-        .with_summary(Summary {
-            operation: Operation::Overwrite,
-            additional_properties: properties,
-        })
-        .with_schema_id(metadata.current_schema_id())
-        .build();
-
-    let mut updates = vec![
-        TableUpdate::AddSnapshot { snapshot },
-        TableUpdate::SetSnapshotRef {
-            ref_name: MAIN_BRANCH.to_string(),
-            reference: SnapshotReference::new(
-                snapshot_id,
-                SnapshotRetention::branch(None, None, None),
-            ),
-        },
-        TableUpdate::SetProperties {
-            updates: HashMap::from([(
-                CommittedOffsets::property_key(files.group),
-                offsets.to_json(),
-            )]),
-        },
-    ];
-    if let Some(expiry) = &expiry {
-        updates.push(TableUpdate::RemoveSnapshots {
-            snapshot_ids: expiry.ids(),
-        });
-    }
-    Ok(SnapshotPlan {
-        updates,
-        requirements: vec![
-            TableRequirement::UuidMatch {
-                uuid: metadata.uuid(),
-            },
-            TableRequirement::RefSnapshotIdMatch {
-                r#ref: MAIN_BRANCH.to_string(),
-                snapshot_id: metadata.current_snapshot_id(),
-            },
-        ],
-        snapshot_id,
-        manifest_list: list_path,
-        expiry,
+    finish(Tail {
+        base,
+        out: &out,
+        sequence_number,
+        manifests,
+        properties,
+        operation: Operation::Overwrite,
+        group: files.group,
+        offsets: &offsets,
+        set_offsets: true,
+        expire: files.expire,
     })
+    .await
 }
 
 /// A file the table holds, with the sequence numbers it was committed with.
@@ -230,10 +168,7 @@ pub async fn live_files(base: &LoadedTable) -> Result<(Vec<LiveFile>, Vec<LiveFi
     let list =
         read_manifest_list(io, current.manifest_list(), base.metadata.format_version()).await?;
     for m in &list {
-        let manifest = m
-            .load_manifest(io)
-            .await
-            .map_err(|e| err(e).context(format!("read manifest {}", m.manifest_path)))?;
+        let manifest = load_manifest(io, m).await?;
         for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
             let sequence_number = entry.sequence_number().unwrap_or(m.sequence_number);
             let live = LiveFile {
@@ -315,15 +250,73 @@ pub async fn plan_replace(
         manifests.push(writer.write_manifest_file().await.map_err(err)?);
         out.next += 1;
     }
-    let list_path = format!("{meta_dir}/snap-{snapshot_id}-{commit_id}.avro");
+    let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
+    let mut properties = summary.build();
+    add_totals(
+        &mut properties,
+        Some(&parent.summary().additional_properties),
+    );
+    finish(Tail {
+        base,
+        out: &out,
+        sequence_number,
+        manifests,
+        properties,
+        operation: Operation::Replace,
+        group,
+        offsets: &offsets,
+        set_offsets: false,
+        expire,
+    })
+    .await
+}
+
+/// What every snapshot Floe commits ends with, on `base`'s current snapshot.
+struct Tail<'a> {
+    base: &'a LoadedTable,
+    /// The snapshot's manifest writer: its directory, commit id and snapshot id.
+    out: &'a ManifestOut<'a>,
+    sequence_number: i64,
+    manifests: Vec<ManifestFile>,
+    /// The summary with its totals; Floe's own keys are added here.
+    properties: HashMap<String, String>,
+    operation: Operation,
+    group: &'a str,
+    /// The offsets the table holds once the snapshot is in.
+    offsets: &'a CommittedOffsets,
+    /// Record `offsets` in the table property too (a compaction leaves it as it is).
+    set_offsets: bool,
+    /// Expire old snapshots in the same update.
+    expire: bool,
+}
+
+/// Writes the manifest list, builds the snapshot with Floe's summary keys, and the catalog
+/// updates that install it (expiring old snapshots with `expire`) on the base it was built on.
+async fn finish(tail: Tail<'_>) -> Result<SnapshotPlan, FileError> {
+    let Tail {
+        base,
+        out,
+        sequence_number,
+        manifests,
+        mut properties,
+        operation,
+        group,
+        offsets,
+        set_offsets,
+        expire,
+    } = tail;
+    let metadata = &base.metadata;
+    let (snapshot_id, commit_id) = (out.snapshot_id, out.commit_id);
+    let list_path = format!("{}/snap-{snapshot_id}-{commit_id}.avro", out.meta_dir);
     let mut list_writer = ManifestListWriter::v2(
-        io.new_output(&list_path)
+        out.io
+            .new_output(&list_path)
             .map_err(err)?
             .writer()
             .await
             .map_err(err)?,
         snapshot_id,
-        Some(parent.snapshot_id()),
+        metadata.current_snapshot_id(),
         sequence_number,
     );
     list_writer
@@ -331,12 +324,6 @@ pub async fn plan_replace(
         .map_err(err)?;
     list_writer.close().await.map_err(err)?;
 
-    let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
-    let mut properties = summary.build();
-    add_totals(
-        &mut properties,
-        Some(&parent.summary().additional_properties),
-    );
     properties.insert(SUMMARY_GROUP.into(), group.into());
     properties.insert(SUMMARY_OFFSETS.into(), offsets.to_json());
     properties.insert(SUMMARY_COMMIT_ID.into(), commit_id.into());
@@ -349,12 +336,12 @@ pub async fn plan_replace(
     };
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(Some(parent.snapshot_id()))
+        .with_parent_snapshot_id(metadata.current_snapshot_id())
         .with_sequence_number(sequence_number)
         .with_timestamp_ms(now)
         .with_manifest_list(list_path.clone())
         .with_summary(Summary {
-            operation: Operation::Replace,
+            operation,
             additional_properties: properties,
         })
         .with_schema_id(metadata.current_schema_id())
@@ -369,6 +356,11 @@ pub async fn plan_replace(
             ),
         },
     ];
+    if set_offsets {
+        updates.push(TableUpdate::SetProperties {
+            updates: HashMap::from([(CommittedOffsets::property_key(group), offsets.to_json())]),
+        });
+    }
     if let Some(expiry) = &expiry {
         updates.push(TableUpdate::RemoveSnapshots {
             snapshot_ids: expiry.ids(),
@@ -382,7 +374,7 @@ pub async fn plan_replace(
             },
             TableRequirement::RefSnapshotIdMatch {
                 r#ref: MAIN_BRANCH.to_string(),
-                snapshot_id: Some(parent.snapshot_id()),
+                snapshot_id: metadata.current_snapshot_id(),
             },
         ],
         snapshot_id,
@@ -391,9 +383,16 @@ pub async fn plan_replace(
     })
 }
 
+/// A manifest, read through `io`.
+pub(crate) async fn load_manifest(io: &FileIO, m: &ManifestFile) -> Result<Manifest, FileError> {
+    m.load_manifest(io)
+        .await
+        .map_err(|e| err(e).context(format!("read manifest {}", m.manifest_path)))
+}
+
 /// The manifests a manifest list names.
 pub(crate) async fn read_manifest_list(
-    io: &iceberg::io::FileIO,
+    io: &FileIO,
     path: &str,
     version: FormatVersion,
 ) -> Result<Vec<ManifestFile>, FileError> {
@@ -555,10 +554,7 @@ impl ManifestOut<'_> {
         let mut writer = self.writer(content)?;
         let mut live = 0usize;
         for m in members {
-            let manifest = m
-                .load_manifest(self.io)
-                .await
-                .map_err(|e| err(e).context(format!("read manifest {}", m.manifest_path)))?;
+            let manifest = load_manifest(self.io, m).await?;
             for entry in manifest.entries() {
                 if !entry.is_alive() {
                     continue;
