@@ -12,9 +12,12 @@ offsets reach the end of every partition, stops Floe with SIGTERM, and reports:
 - peak RSS of the floe process;
 - commits, data files and delete files per commit, from the table's snapshots.
 
+With --backfill it runs `floe backfill` on the topic instead (it stops by itself at the end
+offsets), for the peak RSS of a bounded load at default settings.
+
 Needs the test environment (scripts/test-env.sh up kafka) and a built floe binary.
 
-Usage: benches/e2e.py [--events 100000] [--partitions 4] [--floe target/release/floe]
+Usage: benches/e2e.py [--events 100000] [--partitions 4] [--backfill] [--floe target/release/floe]
 """
 
 import argparse
@@ -46,11 +49,22 @@ def committed_reaches_end(brokers, topic, group, partitions):
         c.close()
 
 
+def topic_events(brokers, topic, partitions):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-watermarks"})
+    try:
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
+    finally:
+        c.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000, help="approximate number of events")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--floe", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "floe"))
+    ap.add_argument("--backfill", action="store_true", help="run floe backfill instead of floe run")
     ap.add_argument("--brokers", default=os.environ.get("FLOE_TEST_KAFKA", "127.0.0.1:19092"))
     args = ap.parse_args()
     if not os.path.exists(args.floe):
@@ -89,6 +103,15 @@ enabled = false
 """)
     log = open(os.path.join(work, "floe.log"), "w")
     start = time.time()
+    if args.backfill:
+        floe = subprocess.Popen([args.floe, "--log-format", "json", "backfill", "--config", config],
+                                stderr=log, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(floe.pid, 0)
+        wall = time.time() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"floe backfill exited with {os.waitstatus_to_exitcode(status)}; see {work}/floe.log")
+        report(args, work, produced_in, wall, usage, topic_events(args.brokers, topic, args.partitions))
+        return
     floe = subprocess.Popen([args.floe, "--log-format", "json", "run", "--config", config], stderr=log)
     try:
         while not committed_reaches_end(args.brokers, topic, group, args.partitions):
@@ -105,9 +128,12 @@ enabled = false
             floe.kill()
     if floe.returncode != 0:
         sys.exit(f"floe exited with {floe.returncode}; see {work}/floe.log")
-    cpu = usage.ru_utime + usage.ru_stime
+    report(args, work, produced_in, wall, usage, None)
 
-    events = 0
+
+def report(args, work, produced_in, wall, usage, events):
+    """Prints the figures; `events` from the log's last line when None (floe run)."""
+    cpu = usage.ru_utime + usage.ru_stime
     snapshots = []
     with open(os.path.join(work, "floe.log")) as f:
         for line in f:
@@ -118,11 +144,12 @@ enabled = false
             fields = rec.get("fields", {})
             if fields.get("message") == "committed":
                 snapshots.append(fields)
-            if fields.get("message") == "floe run stopped":
+            if events is None and fields.get("message") == "floe run stopped":
                 events = fields.get("records", 0)
     data_files = sum(s.get("data_files", 0) for s in snapshots)
     delete_files = sum(s.get("delete_files", 0) for s in snapshots)
-    report = {
+    figures = {
+        "mode": "backfill" if args.backfill else "run",
         "events": events,
         "partitions": args.partitions,
         "produce_seconds": round(produced_in, 1),
@@ -136,7 +163,7 @@ enabled = false
         "delete_files_per_commit": round(delete_files / len(snapshots), 2) if snapshots else None,
         "work_dir": work,
     }
-    print(json.dumps(report, indent=2))
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

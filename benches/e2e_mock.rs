@@ -206,7 +206,13 @@ fn run() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow!("the offset watcher panicked"))?;
     let summary = outcome?;
-    let reached = reached.context("waiting for the committed offsets")?;
+    let watched = reached.context("waiting for the committed offsets")?;
+    let reached = watched.reached;
+    // Between the first offset commit and the last: no group join, no first window.
+    let steady = watched.first.and_then(|(at, covered)| {
+        let span = reached.saturating_sub(at).as_secs_f64();
+        (span > 0.0).then(|| (watched.total - covered) as f64 / span)
+    });
     drop(cluster);
 
     // --- 4. + 5. the table ---------------------------------------------------------------
@@ -241,9 +247,13 @@ fn run() -> anyhow::Result<()> {
         events as f64 / cpu.max(1e-9)
     );
     println!(
-        "  wall events/s            {:.0}   (wall {wall_s:.1}s incl. group join, commit interval 5s; offsets at the end after {:.1}s)",
+        "  wall events/s            {:.0}   (wall {wall_s:.1}s incl. group join; offsets at the end after {:.1}s)",
         events as f64 / wall_s,
         reached.as_secs_f64()
+    );
+    println!(
+        "  steady events/s          {}   (events the group's offsets covered from its first offset commit to the last, per second)",
+        steady.map_or("-".to_string(), |r| format!("{r:.0}"))
     );
     println!(
         "  peak RSS during run      {} MiB   (RSS at run start {} MiB, which already holds the mock broker's log of every event; growth {} MiB)",
@@ -530,15 +540,25 @@ fn topic_size(brokers: &str, partitions: i32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// What the offset watcher saw.
+struct Watched {
+    /// When the committed offsets reached the end of every partition.
+    reached: Duration,
+    /// When the first offsets were committed, and how many events they covered.
+    first: Option<(Duration, i64)>,
+    /// Events the committed offsets cover at the end.
+    total: i64,
+}
+
 /// Polls every 500 ms until the group's committed offsets reach the end of every partition.
-/// Returns how long that took; fails after `timeout` or when `stop` is set first.
+/// Fails after `timeout` or when `stop` is set first.
 fn watch_committed(
     brokers: &str,
     group: &str,
     partitions: i32,
     timeout: Duration,
     stop: &AtomicBool,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Watched> {
     // Not subscribed: it never joins the group, it only reads the group's offsets.
     let consumer = kafka_consumer(brokers, group)?;
     let started = Instant::now();
@@ -546,6 +566,7 @@ fn watch_committed(
     for p in 0..partitions {
         tpl.add_partition(TOPIC, p);
     }
+    let mut first = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             bail!("the run ended before the committed offsets reached the end of the topic");
@@ -553,13 +574,17 @@ fn watch_committed(
         if started.elapsed() > timeout {
             bail!("committed offsets did not reach the end of the topic within {timeout:?}");
         }
+        let mut total = 0;
         let done = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
             Ok(committed) => (0..partitions).all(|p| {
                 let high = consumer
                     .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
                     .map_or(i64::MAX, |(_, high)| high);
                 match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o >= high,
+                    Some(Offset::Offset(o)) => {
+                        total += o;
+                        o >= high
+                    }
                     _ => high == 0,
                 }
             }),
@@ -568,8 +593,15 @@ fn watch_committed(
                 false
             }
         };
+        if first.is_none() && total > 0 {
+            first = Some((started.elapsed(), total));
+        }
         if done {
-            return Ok(started.elapsed());
+            return Ok(Watched {
+                reached: started.elapsed(),
+                first,
+                total,
+            });
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -43,6 +43,33 @@ pub struct PartitionLabel {
     pub partition: String,
 }
 
+/// `floe_events` counters by table and op, found again without building a label per event.
+#[derive(Default)]
+pub struct EventCounters(
+    std::collections::HashMap<
+        crate::config::TableName,
+        std::collections::HashMap<&'static str, Counter>,
+    >,
+);
+
+impl EventCounters {
+    pub fn inc(&mut self, metrics: &Metrics, table: &crate::config::TableName, op: &'static str) {
+        if let Some(counter) = self.0.get(table).and_then(|ops| ops.get(op)) {
+            counter.inc();
+            return;
+        }
+        let counter = metrics
+            .events
+            .get_or_create(&TableOp {
+                table: table.to_string(),
+                op: op.to_string(),
+            })
+            .clone();
+        counter.inc();
+        self.0.entry(table.clone()).or_default().insert(op, counter);
+    }
+}
+
 type HistogramFamily = Family<TableLabel, Histogram, fn() -> Histogram>;
 
 fn commit_buckets() -> Histogram {

@@ -17,7 +17,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Runtime, RuntimeError, detach};
+use super::decoding::{Decoding, Outcome, OwnedRecord, Ready, detach, take_ready};
+use super::{Runtime, RuntimeError};
 use crate::catalog::CatalogError;
 use crate::config::{TableName, TopicSelection};
 use crate::decode::Decoder;
@@ -193,7 +194,8 @@ impl Runtime {
                 self.drop_table(table).await?;
             }
             // The decoder knew the dropped tables' schemas; the new tables take the records'.
-            self.decoder = Decoder::new(&self.config.decode, &self.config.tables);
+            self.decoding =
+                Decoding::start(Decoder::new(&self.config.decode, &self.config.tables))?;
         }
 
         // The end of each partition now; records produced later are left for `floe run`.
@@ -260,8 +262,11 @@ impl Runtime {
                     self.catch_up_positions(&mut bounds)?;
                     progress.log_if_due(&read);
                 }
-                message = consumer.recv() => {
-                    let m = match message {
+                outcomes = self.decoding.next() => {
+                    self.apply_backfill(outcomes?, &mut failed, &mut bounds).await?;
+                }
+                message = consumer.recv(), if !self.decoding.busy() => {
+                    let first = match message {
                         Ok(m) => detach(m),
                         Err(e) => {
                             tracing::warn!(error = %e, "kafka consumer error; retrying");
@@ -269,24 +274,36 @@ impl Runtime {
                             continue;
                         }
                     };
-                    let Some(b) = bounds.get_mut(&(m.topic.clone(), m.partition)) else { continue };
-                    if m.offset >= b.end || m.offset < b.next || failed.contains_key(&b.table) {
-                        continue;
-                    }
-                    let advanced = (m.offset + 1 - b.next) as u64;
-                    b.next = m.offset + 1;
-                    let table = b.table.clone();
-                    if let Some(entry) = read.get_mut(&table) {
-                        entry.0 += advanced;
-                    }
-                    progress.advance(&table, advanced);
-                    if let Err(e) = self.handle_record(&m).await {
-                        tracing::error!(%table, error = %e, "backfill of this table failed");
-                        self.fail(&table, e.to_string(), &mut failed).await;
-                        self.stop_failed(&failed, &mut bounds)?;
+                    // Only what lies between where each partition starts and its end offset,
+                    // for tables that have not failed.
+                    let keep = |m: &OwnedRecord| {
+                        let Some(b) = bounds.get_mut(&(m.topic.clone(), m.partition)) else {
+                            return false;
+                        };
+                        if m.offset >= b.end || m.offset < b.next || failed.contains_key(&b.table) {
+                            return false;
+                        }
+                        let advanced = (m.offset + 1 - b.next) as u64;
+                        b.next = m.offset + 1;
+                        if let Some(entry) = read.get_mut(&b.table) {
+                            entry.0 += advanced;
+                        }
+                        progress.advance(&b.table, advanced);
+                        true
+                    };
+                    // Partitions are assigned, never rebalanced.
+                    let (batch, ready) = take_ready(&consumer, first, keep, || false);
+                    self.decoding.submit(batch)?;
+                    if let Ready::Failed(e) = ready {
+                        tracing::warn!(error = %e, "kafka consumer error; retrying");
                     }
                 }
             }
+        }
+        while self.decoding.in_flight() {
+            let outcomes = self.decoding.next().await?;
+            self.apply_backfill(outcomes, &mut failed, &mut bounds)
+                .await?;
         }
         self.commit_each(true, &mut failed).await;
         self.consumer.unassign()?;
@@ -410,6 +427,32 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Takes in decoded records in order; a table whose record fails stops alone.
+    async fn apply_backfill(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        failed: &mut HashMap<TableName, String>,
+        bounds: &mut HashMap<(String, i32), Bound>,
+    ) -> Result<(), RuntimeError> {
+        for Outcome { record, decoded } in outcomes {
+            let Some(table) = bounds
+                .get(&(record.topic.clone(), record.partition))
+                .map(|b| b.table.clone())
+            else {
+                continue;
+            };
+            if failed.contains_key(&table) {
+                continue;
+            }
+            if let Err(e) = self.handle_decoded(&record, decoded).await {
+                tracing::error!(%table, error = %e, "backfill of this table failed");
+                self.fail(&table, e.to_string(), failed).await;
+                self.stop_failed(failed, bounds)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records the failure and drops the table's uncommitted work; what it committed stays.

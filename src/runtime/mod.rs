@@ -1,5 +1,6 @@
-//! runtime: `floe run`. The consume loop decodes Kafka records into per-table buffers; flushes
-//! stage them as Parquet deltas in tasks of their own ([`window`]); on the commit interval a
+//! runtime: `floe run`. The consume loop hands Kafka records in batches to a decode thread
+//! ([`decoding`]) and puts what comes back, in order, into per-table buffers; flushes stage
+//! them as Parquet deltas in tasks of their own ([`window`]); on the commit interval a
 //! round commits the frozen window, table by table a few at once, in a task beside the loop
 //! ([`round`]); rebalances are handled between records ([`rebalance`]). The loop keeps polling
 //! (and so stays in the group) while flushes and commits run. Group offsets are committed to
@@ -13,12 +14,13 @@
 //! change the table already holds, and group offsets are committed only after the table commit.
 //!
 //! Rebalances are a protocol, not a callback side effect: the consumer context only forwards
-//! them over a channel (and pauses what it was given); the loop finishes the round in flight,
-//! then drops in-flight work when partitions are revoked (it will be re-read by whoever owns
+//! them over a channel (and pauses what it was given); the loop takes in every record read
+//! before the event from the decode thread, finishes the round in flight, then drops in-flight work when partitions are revoked (it will be re-read by whoever owns
 //! them next) before it handles another record.
 
 mod backfill;
 mod context;
+mod decoding;
 pub(crate) mod fault;
 mod rebalance;
 mod round;
@@ -37,10 +39,11 @@ use tokio::task::JoinHandle;
 
 use crate::commit::{CommitEngine, CommitError, CommitSettings, FileSettings};
 use crate::config::{Config, TableName, TopicSelection};
-use crate::decode::{Decoded, Decoder, ErrorPolicy, KafkaRecord, PolicyError};
+use crate::decode::{DecodeError, Decoded, Decoder, ErrorPolicy, PolicyError};
 use crate::stage::{StageError, Stager};
-use crate::telemetry::{Metrics, TableOp};
+use crate::telemetry::{EventCounters, Metrics};
 use context::{RebalanceEvent, RebalanceForwarder};
+use decoding::{Decoding, Outcome, OwnedRecord, Ready, detach};
 use window::TableState;
 
 /// Why `floe run` stopped with an error.
@@ -85,9 +88,12 @@ pub struct Runtime {
     config: Config,
     consumer: Arc<StreamConsumer<RebalanceForwarder>>,
     events: std::sync::mpsc::Receiver<RebalanceEvent>,
+    /// Rebalance events taken from `events` and not yet acted on.
+    queued_events: Vec<RebalanceEvent>,
     /// Notified with every rebalance event, so the loop sees them while partitions are paused.
     rebalanced: Arc<tokio::sync::Notify>,
-    decoder: Decoder,
+    /// The decoder, on a thread of its own, and the records on their way through it.
+    decoding: Decoding,
     policy: ErrorPolicy,
     engine: Arc<CommitEngine>,
     stager: Arc<Stager>,
@@ -109,6 +115,7 @@ pub struct Runtime {
     /// What was committed per table, for the backfill report.
     committed: HashMap<TableName, Committed>,
     metrics: Arc<Metrics>,
+    event_counters: EventCounters,
 }
 
 /// Totals of one table's commits in this process.
@@ -178,8 +185,9 @@ impl Runtime {
             config,
             consumer: Arc::new(consumer),
             events,
+            queued_events: Vec::new(),
             rebalanced,
-            decoder,
+            decoding: Decoding::start(decoder)?,
             policy,
             engine: Arc::new(engine),
             stager: Arc::new(stager),
@@ -192,6 +200,7 @@ impl Runtime {
             summary: RunSummary::default(),
             committed: HashMap::new(),
             metrics,
+            event_counters: EventCounters::default(),
         })
     }
 
@@ -257,6 +266,10 @@ impl Runtime {
                     }
                 }
                 _ = rebalanced.notified() => self.handle_rebalances().await,
+                outcomes = self.decoding.next() => match outcomes {
+                    Ok(outcomes) => self.apply(outcomes).await,
+                    Err(e) => Err(e),
+                },
                 _ = commit_tick.tick() => {
                     if self.round.is_some() {
                         round_due = true;
@@ -272,7 +285,7 @@ impl Runtime {
                     Ok(()) => self.flush_due().await,
                     failed => failed,
                 },
-                message = consumer.recv() => self.on_message(message).await,
+                message = consumer.recv(), if !self.decoding.busy() => self.on_message(message).await,
             };
             let step = match step {
                 Ok(()) => self.after_step().await,
@@ -298,7 +311,11 @@ impl Runtime {
             Ok(()) => {
                 tracing::info!("shutting down: flushing and committing");
                 let drain = self.config.flush.drain_timeout;
-                match tokio::time::timeout(drain, self.commit_all()).await {
+                let applied_and_committed = async {
+                    self.take_in_decoded().await?;
+                    self.commit_all().await
+                };
+                match tokio::time::timeout(drain, applied_and_committed).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(e),
                     Err(_) => return Err(RuntimeError::DrainTimeout(drain)),
@@ -365,50 +382,91 @@ impl Runtime {
         self.round.is_some() || self.tables.values().any(|s| s.retry_at.is_some())
     }
 
+    /// A poll returned: takes the records librdkafka already holds after it (up to a batch)
+    /// and sends them to the decode thread. Rebalance events delivered by a poll are acted on
+    /// before its record, once every record read before them has been taken in.
     async fn on_message(
         &mut self,
         message: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
     ) -> Result<(), RuntimeError> {
-        // Rebalance callbacks run inside that poll: act on them before the record.
         self.handle_rebalances().await?;
-        match message {
-            Ok(m) => {
-                let m = detach(m);
-                if let Err(e) = self.handle_record(&m).await {
-                    if matches!(e, RuntimeError::Policy(_)) {
-                        // Commit what came before the bad record, then stop before it.
-                        if let Err(commit) = self.commit_all().await {
-                            tracing::error!(error = %commit, "commit before stopping failed");
-                        }
-                    }
-                    return Err(e);
+        let consumer = self.consumer.clone();
+        let mut next = message.map(detach);
+        loop {
+            let first = match next {
+                Ok(record) => record,
+                Err(e) => return self.consumer_error(e).await,
+            };
+            let (events, queued) = (&self.events, &mut self.queued_events);
+            let (batch, ready) = decoding::take_ready(
+                &consumer,
+                first,
+                |_| true,
+                || {
+                    queued.extend(events.try_iter());
+                    !queued.is_empty()
+                },
+            );
+            self.decoding.submit(batch)?;
+            match ready {
+                Ready::Drained | Ready::Full => return Ok(()),
+                Ready::Failed(e) => return self.consumer_error(e).await,
+                Ready::Rebalanced(record) => {
+                    self.handle_rebalances().await?;
+                    next = record;
                 }
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics.error("consume", "kafka");
-                tracing::warn!(error = %e, "kafka consumer error; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Ok(())
             }
         }
     }
 
-    async fn handle_record(&mut self, message: &OwnedRecord) -> Result<(), RuntimeError> {
+    async fn consumer_error(
+        &mut self,
+        error: rdkafka::error::KafkaError,
+    ) -> Result<(), RuntimeError> {
+        self.metrics.error("consume", "kafka");
+        tracing::warn!(%error, "kafka consumer error; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+
+    /// Takes in decoded records in order. A record the error policy stops at: what came
+    /// before it is committed, and the run stops before it.
+    async fn apply(&mut self, outcomes: Vec<Outcome>) -> Result<(), RuntimeError> {
+        for Outcome { record, decoded } in outcomes {
+            if let Err(e) = self.handle_decoded(&record, decoded).await {
+                if matches!(e, RuntimeError::Policy(_))
+                    && let Err(commit) = self.commit_all().await
+                {
+                    tracing::error!(error = %commit, "commit before stopping failed");
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch sent to the decode thread and takes it in.
+    async fn take_in_decoded(&mut self) -> Result<(), RuntimeError> {
+        while self.decoding.in_flight() {
+            let outcomes = self.decoding.next().await?;
+            self.apply(outcomes).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_decoded(
+        &mut self,
+        message: &OwnedRecord,
+        decoded: Result<Decoded, DecodeError>,
+    ) -> Result<(), RuntimeError> {
         self.summary.records += 1;
         let record = message.record();
-        let bytes =
-            message.value.as_ref().map_or(0, Vec::len) + message.key.as_ref().map_or(0, Vec::len);
-        let table = match self.decoder.decode(&record) {
+        let bytes = message.bytes();
+        let table = match decoded {
             Ok(Decoded::Change(change)) => {
                 let table = change.table.clone();
-                self.metrics
-                    .events
-                    .get_or_create(&TableOp {
-                        table: table.to_string(),
-                        op: change.op.code().to_string(),
-                    })
-                    .inc();
+                self.event_counters
+                    .inc(&self.metrics, &table, change.op.code());
                 let soft_delete = self.config.tables.settings(&table).soft_delete;
                 let state = self.tables.entry(table.clone()).or_default();
                 if soft_delete {
@@ -427,13 +485,7 @@ impl Runtime {
             }
             Ok(Decoded::TombstoneAfterDelete(position)) => {
                 let table = self.route(&position.topic)?;
-                self.metrics
-                    .events
-                    .get_or_create(&TableOp {
-                        table: table.to_string(),
-                        op: "tombstone".to_string(),
-                    })
-                    .inc();
+                self.event_counters.inc(&self.metrics, &table, "tombstone");
                 self.tables
                     .entry(table.clone())
                     .or_default()
@@ -508,53 +560,6 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Flush checks run a few times per interval so a buffer is not held much past its age.
 fn tick_of(interval: Duration) -> Duration {
     (interval / 4).max(Duration::from_millis(50))
-}
-
-/// A record copied out of librdkafka's buffer, so the consumer can be polled again while the
-/// record is handled (and no librdkafka handle outlives the consumer).
-struct OwnedRecord {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-fn detach(m: BorrowedMessage<'_>) -> OwnedRecord {
-    let record = KafkaRecord::from_message(&m);
-    OwnedRecord {
-        topic: record.topic.to_string(),
-        partition: record.partition,
-        offset: record.offset,
-        timestamp: record.timestamp,
-        key: record.key.map(<[u8]>::to_vec),
-        value: record.value.map(<[u8]>::to_vec),
-        headers: record
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
-            .collect(),
-    }
-}
-
-impl OwnedRecord {
-    fn record(&self) -> KafkaRecord<'_> {
-        KafkaRecord {
-            topic: &self.topic,
-            partition: self.partition,
-            offset: self.offset,
-            timestamp: self.timestamp,
-            key: self.key.as_deref(),
-            value: self.value.as_deref(),
-            headers: self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_deref()))
-                .collect(),
-        }
-    }
 }
 
 /// Completes on SIGTERM or SIGINT.

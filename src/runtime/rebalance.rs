@@ -15,14 +15,17 @@ use crate::config::{StartFrom, TableName};
 use crate::retry::Backoff;
 
 impl Runtime {
-    /// Acts on the rebalance events librdkafka delivered in its last poll. A commit round in
-    /// flight is finished first: its work was read while the partitions were this member's,
-    /// and the tables' offsets must be current before new partitions are positioned.
+    /// Acts on the rebalance events librdkafka delivered in its last poll. The records read
+    /// before them are taken in from the decode thread, and a commit round in flight is
+    /// finished first: their work was read while the partitions were this member's, and the
+    /// tables' offsets must be current before new partitions are positioned.
     pub(super) async fn handle_rebalances(&mut self) -> Result<(), RuntimeError> {
-        let events: Vec<RebalanceEvent> = self.events.try_iter().collect();
+        let mut events = std::mem::take(&mut self.queued_events);
+        events.extend(self.events.try_iter());
         if events.is_empty() {
             return Ok(());
         }
+        self.take_in_decoded().await?;
         self.finish_round_in_flight(false).await?;
         for event in events {
             match event {

@@ -384,9 +384,7 @@ impl Runtime {
                         totals.bytes += done.bytes;
                     }
                     if let Some(schema) = &done.schema {
-                        self.decoder
-                            .register_table(&table, schema)
-                            .map_err(RuntimeError::Setup)?;
+                        self.decoding.register(&table, schema).await?;
                     }
                     if let Some(state) = self.tables.get_mut(&table) {
                         state.failures = 0;
