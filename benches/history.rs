@@ -16,8 +16,11 @@
 //!
 //! Then `scan`: `FLOE_BENCH_SCAN_COMMITS` (default 1,000) update commits into a table, and
 //! DuckDB's best-of-5 full-scan time of it (`tests/support/iceberg_read.py duckdb --timing`,
-//! with the test venv's Python), of the same table after `floe maintain`'s compaction, and of
-//! the same rows written fresh in one commit.
+//! with the test venv's Python), of the same table after `floe maintain`'s compaction and
+//! after the next update commit, and of the same rows written fresh in one commit; once with
+//! Iceberg's default retention and once keeping 100 snapshots (`keep_100_` tables).
+//! `FLOE_BENCH_SCAN_DIR=<dir>` keeps those tables there (a local catalog) instead of in a
+//! temporary directory.
 //!
 //! Run: `cargo bench --bench history` (`-- scan` for the scan part alone; it needs
 //! `scripts/test-env.sh up` once, for the Python venv). Figures depend on the machine; compare
@@ -184,8 +187,12 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000);
+        // FLOE_BENCH_SCAN_DIR keeps the tables there, to look at afterwards.
         let dir = tempfile::tempdir().unwrap();
-        rt.block_on(scan(dir.path(), commits));
+        let kept = std::env::var_os("FLOE_BENCH_SCAN_DIR").map(std::path::PathBuf::from);
+        let dir = kept.as_deref().unwrap_or(dir.path());
+        rt.block_on(scan(dir, commits, "", &[]));
+        rt.block_on(scan(dir, commits, "keep_100_", keep_100));
         if filter.as_deref() == Some("scan") {
             return;
         }
@@ -223,7 +230,8 @@ fn duckdb_scan_ms(location: &str) -> f64 {
     timing["scan_ms"].as_f64().unwrap()
 }
 
-async fn scan(dir: &Path, commits: usize) {
+/// `prefix` names the tables (and the line printed); `properties` are the updated table's.
+async fn scan(dir: &Path, commits: usize, prefix: &str, properties: &[(&str, &str)]) {
     let catalog = Arc::new(LocalCatalog::open(dir).unwrap());
     let settings = CommitSettings::new(
         "bench",
@@ -234,9 +242,12 @@ async fn scan(dir: &Path, commits: usize) {
     );
     let engine = CommitEngine::new(catalog.clone(), settings.clone());
     let spec = |table: &str| TableSpec {
-        name: format!("bench.{table}").parse().unwrap(),
+        name: format!("bench.{prefix}{table}").parse().unwrap(),
         primary_key: vec!["id".into()],
-        properties: BTreeMap::new(),
+        properties: properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         extras: Default::default(),
         deletes: Default::default(),
     };
@@ -245,7 +256,7 @@ async fn scan(dir: &Path, commits: usize) {
         async move {
             let ident = TableIdent {
                 namespace: "bench".into(),
-                name: table.into(),
+                name: format!("{prefix}{table}"),
             };
             let table = catalog.load_table(&ident).await.unwrap().unwrap();
             table.metadata_location
@@ -267,10 +278,19 @@ async fn scan(dir: &Path, commits: usize) {
     let updated = duckdb_scan_ms(&location("updated").await);
     let compacted = engine.compact(&spec("updated").name).await.unwrap();
     let after = duckdb_scan_ms(&location("updated").await);
+    // The next commit no longer lists the compaction's removed entries.
+    engine
+        .commit(
+            &spec("updated"),
+            changes(batch(commits as i64 + 1, "u"), 2 + commits as i64),
+        )
+        .await
+        .unwrap();
+    let next = duckdb_scan_ms(&location("updated").await);
 
     // The same rows in one commit: each key with its last name.
     let mut names: Vec<String> = (0..KEYS).map(|k| format!("name-{k}-0")).collect();
-    for i in 1..=commits as i64 {
+    for i in 1..=commits as i64 + 1 {
         let start = (i * ROWS) % KEYS;
         for k in start..start + ROWS {
             names[k as usize] = format!("name-{k}-{i}");
@@ -291,12 +311,14 @@ async fn scan(dir: &Path, commits: usize) {
         .unwrap();
     let fresh = duckdb_scan_ms(&location("fresh").await);
     println!(
-        "scan after {commits} update commits: {updated:.1} ms ({:.1}x fresh); after compaction \
-         ({} data and {} delete files into {}): {after:.1} ms ({:.1}x); fresh: {fresh:.1} ms",
+        "{prefix}scan after {commits} update commits: {updated:.1} ms ({:.1}x fresh); after \
+         compaction ({} data and {} delete files into {}): {after:.1} ms ({:.1}x); after the \
+         next commit: {next:.1} ms ({:.1}x); fresh: {fresh:.1} ms",
         updated / fresh,
         compacted.data_files_before,
         compacted.delete_files_before,
         compacted.data_files_after,
         after / fresh,
+        next / fresh,
     );
 }

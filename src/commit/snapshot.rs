@@ -96,8 +96,12 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
     // files, and the base's files stay for older snapshots.
     let merge_counts: (usize, usize, usize);
     if let Some(current) = metadata.current_snapshot().filter(|_| !files.replace_all) {
-        let carried =
+        let mut carried =
             read_manifest_list(io, current.manifest_list(), metadata.format_version()).await?;
+        // A manifest with no live entry (only files an earlier snapshot removed, as a
+        // compaction leaves) is not carried: readers would go through it for nothing. Its
+        // DELETED entries stay with the snapshot that wrote them, where expiry finds them.
+        carried.retain(|m| m.has_added_files() || m.has_existing_files());
         let policy = MergePolicy::of(metadata.properties());
         let new_manifests = out.next;
         let kept = out.merge(carried, &policy).await?;
@@ -217,17 +221,15 @@ pub async fn plan_replace(
     };
     let mut summary = SnapshotSummaryCollector::default();
     let mut manifests = Vec::new();
+    // The new files and the removed ones go in manifests of their own: the next commit
+    // carries only the first (see `plan`), so readers stop going through the removed entries.
     for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
         let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
-        let gone: Vec<&LiveFile> = removed
-            .iter()
-            .filter(|l| is_data(&l.file) == (content == ManifestContentType::Data))
-            .collect();
         let new: Vec<&DataFile> = added
             .iter()
             .filter(|f| is_data(f) == (content == ManifestContentType::Data))
             .collect();
-        if gone.is_empty() && new.is_empty() {
+        if new.is_empty() {
             continue;
         }
         let mut writer = out.writer(content)?;
@@ -237,6 +239,19 @@ pub async fn plan_replace(
                 .add_file(file.clone(), sequence_number)
                 .map_err(err)?;
         }
+        manifests.push(writer.write_manifest_file().await.map_err(err)?);
+        out.next += 1;
+    }
+    for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
+        let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
+        let gone: Vec<&LiveFile> = removed
+            .iter()
+            .filter(|l| is_data(&l.file) == (content == ManifestContentType::Data))
+            .collect();
+        if gone.is_empty() {
+            continue;
+        }
+        let mut writer = out.writer(content)?;
         for live in gone {
             summary.remove_file(&live.file, schema.clone(), spec.clone());
             writer
