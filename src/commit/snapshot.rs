@@ -55,40 +55,15 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
             metadata.format_version()
         )));
     }
-    let snapshot_id = new_snapshot_id(base);
-    let sequence_number = metadata.next_sequence_number();
-    let schema = metadata.current_schema().clone();
-    let spec = metadata.default_partition_spec().clone();
-    let meta_dir = format!("{}/metadata", metadata.location().trim_end_matches('/'));
     let io = &base.file_io;
-
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut summary = SnapshotSummaryCollector::default();
-    let mut out = ManifestOut {
-        io,
-        meta_dir: &meta_dir,
-        commit_id: files.commit_id,
-        snapshot_id,
-        schema: &schema,
-        spec: &spec,
-        next: 0,
-    };
+    let mut out = ManifestOut::new(base, files.commit_id);
     for (content, files_of) in [
         (ManifestContentType::Data, files.data_files),
         (ManifestContentType::Deletes, files.delete_files),
     ] {
-        if files_of.is_empty() {
-            continue;
-        }
-        let mut writer = out.writer(content)?;
-        for file in files_of {
-            summary.add_file(file, schema.clone(), spec.clone());
-            writer
-                .add_file(file.clone(), sequence_number)
-                .map_err(err)?;
-        }
-        manifests.push(writer.write_manifest_file().await.map_err(err)?);
-        out.next += 1;
+        manifests.extend(out.write_added(content, files_of, &mut summary).await?);
     }
 
     // The base snapshot's manifests are carried over (small ones merged, as Iceberg's own
@@ -141,7 +116,6 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
     finish(Tail {
         base,
         out: &out,
-        sequence_number,
         manifests,
         properties,
         operation: Operation::Overwrite,
@@ -204,56 +178,33 @@ pub async fn plan_replace(
     let parent = metadata
         .current_snapshot()
         .ok_or_else(|| FileError::permanent("the table has no snapshot to replace"))?;
-    let snapshot_id = new_snapshot_id(base);
-    let sequence_number = metadata.next_sequence_number();
-    let schema = metadata.current_schema().clone();
-    let spec = metadata.default_partition_spec().clone();
-    let meta_dir = format!("{}/metadata", metadata.location().trim_end_matches('/'));
-    let io = &base.file_io;
-    let mut out = ManifestOut {
-        io,
-        meta_dir: &meta_dir,
-        commit_id,
-        snapshot_id,
-        schema: &schema,
-        spec: &spec,
-        next: 0,
-    };
+    let mut out = ManifestOut::new(base, commit_id);
     let mut summary = SnapshotSummaryCollector::default();
     let mut manifests = Vec::new();
+    let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
     // The new files and the removed ones go in manifests of their own: the next commit
     // carries only the first (see `plan`), so readers stop going through the removed entries.
-    for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
-        let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
-        let new: Vec<&DataFile> = added
-            .iter()
-            .filter(|f| is_data(f) == (content == ManifestContentType::Data))
-            .collect();
-        if new.is_empty() {
-            continue;
-        }
-        let mut writer = out.writer(content)?;
-        for file in new {
-            summary.add_file(file, schema.clone(), spec.clone());
-            writer
-                .add_file(file.clone(), sequence_number)
-                .map_err(err)?;
-        }
-        manifests.push(writer.write_manifest_file().await.map_err(err)?);
-        out.next += 1;
+    for (content, data) in [
+        (ManifestContentType::Data, true),
+        (ManifestContentType::Deletes, false),
+    ] {
+        let new = added.iter().filter(|f| is_data(f) == data);
+        manifests.extend(out.write_added(content, new, &mut summary).await?);
     }
-    for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
-        let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
+    for (content, data) in [
+        (ManifestContentType::Data, true),
+        (ManifestContentType::Deletes, false),
+    ] {
         let gone: Vec<&LiveFile> = removed
             .iter()
-            .filter(|l| is_data(&l.file) == (content == ManifestContentType::Data))
+            .filter(|l| is_data(&l.file) == data)
             .collect();
         if gone.is_empty() {
             continue;
         }
         let mut writer = out.writer(content)?;
         for live in gone {
-            summary.remove_file(&live.file, schema.clone(), spec.clone());
+            summary.remove_file(&live.file, out.schema.clone(), out.spec.clone());
             writer
                 .add_delete_file(
                     live.file.clone(),
@@ -274,7 +225,6 @@ pub async fn plan_replace(
     finish(Tail {
         base,
         out: &out,
-        sequence_number,
         manifests,
         properties,
         operation: Operation::Replace,
@@ -289,9 +239,9 @@ pub async fn plan_replace(
 /// What every snapshot Floe commits ends with, on `base`'s current snapshot.
 struct Tail<'a> {
     base: &'a LoadedTable,
-    /// The snapshot's manifest writer: its directory, commit id and snapshot id.
+    /// The snapshot's manifest writer: its directory, commit id, snapshot id and sequence
+    /// number.
     out: &'a ManifestOut<'a>,
-    sequence_number: i64,
     manifests: Vec<ManifestFile>,
     /// The summary with its totals; Floe's own keys are added here.
     properties: HashMap<String, String>,
@@ -311,7 +261,6 @@ async fn finish(tail: Tail<'_>) -> Result<SnapshotPlan, FileError> {
     let Tail {
         base,
         out,
-        sequence_number,
         manifests,
         mut properties,
         operation,
@@ -321,7 +270,8 @@ async fn finish(tail: Tail<'_>) -> Result<SnapshotPlan, FileError> {
         expire,
     } = tail;
     let metadata = &base.metadata;
-    let (snapshot_id, commit_id) = (out.snapshot_id, out.commit_id);
+    let (snapshot_id, commit_id, sequence_number) =
+        (out.snapshot_id, out.commit_id, out.sequence_number);
     let list_path = format!("{}/snap-{snapshot_id}-{commit_id}.avro", out.meta_dir);
     let mut list_writer = ManifestListWriter::v2(
         out.io
@@ -482,11 +432,13 @@ impl MergePolicy {
 /// Writes the manifests of one snapshot: those of its new files, and merged ones.
 struct ManifestOut<'a> {
     io: &'a iceberg::io::FileIO,
-    meta_dir: &'a str,
+    meta_dir: String,
     commit_id: &'a str,
     snapshot_id: i64,
-    schema: &'a iceberg::spec::SchemaRef,
-    spec: &'a iceberg::spec::PartitionSpecRef,
+    /// The new snapshot's sequence number: that of the files it adds.
+    sequence_number: i64,
+    schema: iceberg::spec::SchemaRef,
+    spec: iceberg::spec::PartitionSpecRef,
     /// Number of the next manifest file of this snapshot.
     next: usize,
 }
@@ -497,7 +449,45 @@ struct Merged {
     replaced: usize,
 }
 
-impl ManifestOut<'_> {
+impl<'a> ManifestOut<'a> {
+    /// The manifests of a new snapshot on `base`'s current schema and partition spec.
+    fn new(base: &'a LoadedTable, commit_id: &'a str) -> Self {
+        let metadata = &base.metadata;
+        ManifestOut {
+            io: &base.file_io,
+            meta_dir: format!("{}/metadata", metadata.location().trim_end_matches('/')),
+            commit_id,
+            snapshot_id: new_snapshot_id(base),
+            sequence_number: metadata.next_sequence_number(),
+            schema: metadata.current_schema().clone(),
+            spec: metadata.default_partition_spec().clone(),
+            next: 0,
+        }
+    }
+
+    /// One manifest of `files`, added by this snapshot; none when there are none.
+    async fn write_added<'f>(
+        &mut self,
+        content: ManifestContentType,
+        files: impl IntoIterator<Item = &'f DataFile>,
+        summary: &mut SnapshotSummaryCollector,
+    ) -> Result<Option<ManifestFile>, FileError> {
+        let mut files = files.into_iter().peekable();
+        if files.peek().is_none() {
+            return Ok(None);
+        }
+        let mut writer = self.writer(content)?;
+        for file in files {
+            summary.add_file(file, self.schema.clone(), self.spec.clone());
+            writer
+                .add_file(file.clone(), self.sequence_number)
+                .map_err(err)?;
+        }
+        let manifest = writer.write_manifest_file().await.map_err(err)?;
+        self.next += 1;
+        Ok(Some(manifest))
+    }
+
     /// A writer for the snapshot's next manifest.
     fn writer(&self, content: ManifestContentType) -> Result<ManifestWriter, FileError> {
         let path = format!(
