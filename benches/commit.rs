@@ -2,7 +2,9 @@
 //!
 //! - `commit_rows`: one commit of N upserted rows of a 20-column table, first as inserts into
 //!   a new table (data files only), then as updates of the same keys (data files, and
-//!   position-delete files from the key index). N is `FLOE_BENCH_ROWS` (default 1,000,000). Reported as rows/s.
+//!   position-delete files from the key index). N is `FLOE_BENCH_ROWS` (default 1,000,000).
+//!   Reported as rows/s. Each runs twice: into an unpartitioned table, and into one
+//!   partitioned by `bucket(64, id)` (`..._bucket_64`: 64 data files per commit).
 //! - `commit_latency`: the cost of one small commit (100 updated rows) on a table that already
 //!   has 1, 25 or 100 snapshots, to show how commit cost grows with table history.
 //!
@@ -121,6 +123,14 @@ fn spec() -> TableSpec {
         properties: Default::default(),
         extras: Default::default(),
         deletes: Default::default(),
+        partition_spec: Vec::new(),
+    }
+}
+
+fn bucketed() -> TableSpec {
+    TableSpec {
+        partition_spec: vec!["bucket(64, id)".parse().unwrap()],
+        ..spec()
     }
 }
 
@@ -143,38 +153,40 @@ fn commit_rows(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements(n as u64));
-    group.bench_function(format!("insert_{n}_rows_20_columns"), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let engine = engine(dir.path());
-                let start = Instant::now();
-                rt.block_on(engine.commit(&spec(), changes(inserts.clone(), 1)))
-                    .unwrap();
-                total += start.elapsed();
-            }
-            total
-        })
-    });
-    group.bench_function(format!("update_{n}_rows_20_columns"), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let engine = engine(dir.path());
-                rt.block_on(engine.commit(&spec(), changes(inserts.clone(), 1)))
-                    .unwrap();
-                let start = Instant::now();
-                let outcome = rt
-                    .block_on(engine.commit(&spec(), changes(updates.clone(), 2)))
-                    .unwrap();
-                total += start.elapsed();
-                assert_eq!(outcome.keys_deleted, n as u64);
-            }
-            total
-        })
-    });
+    for (spec, suffix) in [(spec(), ""), (bucketed(), "_bucket_64")] {
+        group.bench_function(format!("insert_{n}_rows_20_columns{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let engine = engine(dir.path());
+                    let start = Instant::now();
+                    rt.block_on(engine.commit(&spec, changes(inserts.clone(), 1)))
+                        .unwrap();
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        group.bench_function(format!("update_{n}_rows_20_columns{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let engine = engine(dir.path());
+                    rt.block_on(engine.commit(&spec, changes(inserts.clone(), 1)))
+                        .unwrap();
+                    let start = Instant::now();
+                    let outcome = rt
+                        .block_on(engine.commit(&spec, changes(updates.clone(), 2)))
+                        .unwrap();
+                    total += start.elapsed();
+                    assert_eq!(outcome.keys_deleted, n as u64);
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 

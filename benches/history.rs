@@ -111,6 +111,7 @@ async fn run(
             .collect::<BTreeMap<_, _>>(),
         extras: Default::default(),
         deletes: Default::default(),
+        partition_spec: Vec::new(),
     };
     let ident = TableIdent {
         namespace: "bench".into(),
@@ -250,6 +251,7 @@ async fn scan(dir: &Path, commits: usize, prefix: &str, properties: &[(&str, &st
             .collect(),
         extras: Default::default(),
         deletes: Default::default(),
+        partition_spec: Vec::new(),
     };
     let location = |table: &'static str| {
         let catalog = catalog.clone();

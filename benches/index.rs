@@ -114,6 +114,7 @@ fn memory() {
                             path: &format!("file-{start}.parquet"),
                             rows: len as u64,
                             bytes: 0,
+                            partition: None,
                         }],
                         1,
                         false,
@@ -183,6 +184,7 @@ fn spec(name: &str, deletes: DeleteMode) -> TableSpec {
         properties: Default::default(),
         extras: Default::default(),
         deletes,
+        partition_spec: Vec::new(),
     }
 }
 

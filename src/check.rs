@@ -15,7 +15,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::catalog::{CatalogError, TableCatalog, TableIdent};
-use crate::config::{CatalogConfig, Config, DeleteMode, StagingConfig, TableName, TopicSelection};
+use crate::commit::partition;
+use crate::config::{
+    CatalogConfig, Config, DeleteMode, StagingConfig, TableName, TableSettings, TopicSelection,
+};
 use crate::stage::{LifecycleState, Stager};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -562,13 +565,12 @@ async fn catalog_checks(config: &Config, topics: &[String], create: bool) -> Vec
                 continue;
             }
         };
-        let deletes = config.tables.settings(table).deletes;
         results.extend(
             table_checks(
                 &*catalog,
                 &config.catalog,
                 &ident,
-                deletes,
+                config.tables.settings(table),
                 config.tables.index_memory,
             )
             .await,
@@ -602,26 +604,52 @@ async fn table_checks(
     catalog: &dyn TableCatalog,
     config: &CatalogConfig,
     ident: &TableIdent,
-    deletes: DeleteMode,
+    settings: &TableSettings,
     index_memory: u64,
 ) -> Vec<CheckResult> {
     let what = format!("table {ident}");
+    let configured = settings
+        .partition_spec
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let loaded = match catalog.load_table(ident).await {
         Ok(Some(t)) => t,
         Ok(None) => {
+            let spec = if configured.is_empty() {
+                "unpartitioned".to_string()
+            } else {
+                format!("partitioned by {configured}")
+            };
             return vec![CheckResult::ok(
                 what,
-                "does not exist yet: floe run creates it on its first commit",
+                format!("does not exist yet: floe run creates it ({spec}) on its first commit"),
             )];
         }
         Err(e) => return vec![catalog_failure(what, &e, Step::LoadTable, config)],
     };
+    let metadata = &loaded.metadata;
+    let spec = partition::describe(metadata.default_partition_spec(), metadata.current_schema());
+    let spec = match spec.as_str() {
+        "unpartitioned" => spec,
+        _ => format!("partitioned by {spec}"),
+    };
+    let not_configured =
+        if configured.is_empty() || partition::is_configured(&settings.partition_spec, &loaded) {
+            String::new()
+        } else {
+            format!(
+                "; not the configured partition_spec ({configured}), which applies only to tables \
+             Floe creates: Floe writes under the table's own spec"
+            )
+        };
     let mut results = vec![CheckResult::ok(
         format!("{what}: metadata"),
         format!(
-            "format v{}, {} snapshot(s)",
-            loaded.metadata.format_version() as u8,
-            loaded.metadata.snapshots().count()
+            "format v{}, {} snapshot(s), {spec}{not_configured}",
+            metadata.format_version() as u8,
+            metadata.snapshots().count()
         ),
     )];
     let requirement = TableRequirement::UuidMatch {
@@ -635,7 +663,7 @@ async fn table_checks(
         ),
         Err(e) => catalog_failure(format!("{what}: commit"), &e, Step::Commit, config),
     });
-    results.push(deletes_check(&what, &loaded, deletes, index_memory).await);
+    results.push(deletes_check(&what, &loaded, settings.deletes, index_memory).await);
     results
 }
 
@@ -649,8 +677,13 @@ async fn deletes_check(
 ) -> CheckResult {
     use crate::commit::index::{IndexError, KeyIndex};
     let what = format!("{what}: deletes");
+    // Equality deletes are refused for some partitioned tables: then the check fails.
+    let equality = |detail: String| match partition::equality_deletes_refused(table) {
+        Some(reason) => CheckResult::new(&what, Outcome::Failed, format!("{detail}; but {reason}")),
+        None => CheckResult::ok(&what, detail),
+    };
     if deletes == DeleteMode::Equality {
-        return CheckResult::ok(what, "equality deletes (deletes = \"equality\")");
+        return equality("equality deletes (deletes = \"equality\")".into());
     }
     if table
         .metadata
@@ -677,13 +710,10 @@ async fn deletes_check(
                 ),
             };
             if bytes > index_memory {
-                CheckResult::ok(
-                    what,
-                    format!(
-                        "equality deletes: the key index ({built}) does not fit \
-                         tables.index_memory ({index_memory} bytes){duplicated}"
-                    ),
-                )
+                equality(format!(
+                    "equality deletes: the key index ({built}) does not fit \
+                     tables.index_memory ({index_memory} bytes){duplicated}"
+                ))
             } else {
                 CheckResult::ok(
                     what,
@@ -691,10 +721,9 @@ async fn deletes_check(
                 )
             }
         }
-        Err(IndexError::Unsupported(reason)) => CheckResult::ok(
-            what,
-            format!("equality deletes: the table cannot be indexed by key: {reason}"),
-        ),
+        Err(IndexError::Unsupported(reason)) => equality(format!(
+            "equality deletes: the table cannot be indexed by key: {reason}"
+        )),
         Err(IndexError::Read(e)) => CheckResult::new(
             what,
             Outcome::Failed,

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
-use iceberg::spec::{DataContentType, DataFile, DataFileFormat, Schema, TableMetadata};
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileFormat, PartitionKey, Schema, TableMetadata,
+};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::base_writer::equality_delete_writer::{
     EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
@@ -16,11 +18,14 @@ use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::index::PositionDelete;
+use super::partition::Splitter;
 use crate::catalog::LoadedTable;
 
 /// How files are written.
@@ -104,10 +109,11 @@ fn rolling(
     ))
 }
 
-/// Writes `rows` (in the table's Arrow schema) as data files.
+/// Writes rows (in the table's Arrow schema, split by partition) as data files: each group's
+/// rows into files of its own partition, in the order given.
 pub async fn write_data_files(
     table: &LoadedTable,
-    rows: RecordBatch,
+    groups: Vec<(Option<PartitionKey>, RecordBatch)>,
     settings: FileSettings,
     commit_id: &str,
 ) -> Result<Vec<DataFile>, FileError> {
@@ -118,13 +124,18 @@ pub async fn write_data_files(
         settings,
         format!("{commit_id}-data"),
     )?);
-    let mut writer = builder.build(None).await.map_err(FileError::from)?;
-    writer.write(rows).await.map_err(FileError::from)?;
-    writer.close().await.map_err(FileError::from)
+    let mut files = Vec::new();
+    for (key, rows) in groups {
+        let mut writer = builder.build(key).await.map_err(FileError::from)?;
+        writer.write(rows).await.map_err(FileError::from)?;
+        files.extend(writer.close().await.map_err(FileError::from)?);
+    }
+    Ok(files)
 }
 
 /// Writes a stream of batches (each projected onto the table's Arrow schema) as data files of
-/// the target size, holding one batch at a time.
+/// the target size, holding one batch at a time (and, for a partitioned table, one open file
+/// per partition).
 pub async fn write_data_stream<S>(
     table: &LoadedTable,
     mut batches: S,
@@ -137,26 +148,36 @@ where
     use futures::StreamExt;
     let schema = table.metadata.current_schema().clone();
     let target = super::schema::arrow_schema(&schema).map_err(FileError::permanent)?;
+    let splitter = Splitter::new(table).map_err(FileError::permanent)?;
     let builder = DataFileWriterBuilder::new(rolling(
         table,
         schema,
         settings,
         format!("{file_prefix}-data"),
     )?);
-    let mut writer = builder.build(None).await.map_err(FileError::from)?;
+    let mut writer = FanoutWriter::new(builder);
     let mut rows = 0u64;
+    // The fan-out writer takes a key for every batch: an unpartitioned table's is empty.
+    let unpartitioned = || {
+        PartitionKey::new(
+            table.metadata.default_partition_spec().as_ref().clone(),
+            table.metadata.current_schema().clone(),
+            iceberg::spec::Struct::empty(),
+        )
+    };
     while let Some(batch) = batches.next().await {
         let batch = super::schema::project(&batch?, &target).map_err(FileError::permanent)?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
         rows += batch.num_rows() as u64;
-        writer.write(batch).await.map_err(FileError::from)?;
+        for (key, group) in splitter.split(batch).map_err(FileError::permanent)? {
+            let key = key.unwrap_or_else(unpartitioned);
+            writer.write(key, group).await.map_err(FileError::from)?;
+        }
     }
     Ok((writer.close().await.map_err(FileError::from)?, rows))
 }
 
-/// Writes the primary-key columns of `rows` as equality-delete files on the identifier fields.
+/// Writes the primary-key columns of `rows` (in the table's Arrow schema) as equality-delete
+/// files on the identifier fields, one set per partition of the rows.
 pub async fn write_equality_deletes(
     table: &LoadedTable,
     rows: RecordBatch,
@@ -179,15 +200,24 @@ pub async fn write_equality_deletes(
         )?,
         config,
     );
-    let mut writer = builder.build(None).await.map_err(FileError::from)?;
-    writer.write(rows).await.map_err(FileError::from)?;
-    writer.close().await.map_err(FileError::from)
+    let groups = Splitter::new(table)
+        .and_then(|s| s.split(rows))
+        .map_err(FileError::permanent)?;
+    let mut files = Vec::new();
+    for (key, rows) in groups {
+        let mut writer = builder.build(key).await.map_err(FileError::from)?;
+        writer.write(rows).await.map_err(FileError::from)?;
+        files.extend(writer.close().await.map_err(FileError::from)?);
+    }
+    Ok(files)
 }
 
-/// Writes position deletes (sorted by file and position) as position-delete files.
+/// Writes position deletes (sorted by file and position) of data files of one partition (`key`,
+/// `None` for an unpartitioned table) as position-delete files of that partition.
 pub async fn write_position_deletes(
     table: &LoadedTable,
     deletes: &[PositionDelete],
+    key: Option<&PartitionKey>,
     settings: FileSettings,
     file_prefix: &str,
 ) -> Result<Vec<DataFile>, FileError> {
@@ -233,7 +263,8 @@ pub async fn write_position_deletes(
         format!("{file_prefix}-pos-delete"),
     )?
     .build();
-    writer.write(&None, &batch).await.map_err(FileError::from)?;
+    let key = key.cloned();
+    writer.write(&key, &batch).await.map_err(FileError::from)?;
     writer
         .close()
         .await
@@ -246,6 +277,10 @@ pub async fn write_position_deletes(
             let (min_pos, max_pos) = deletes.iter().fold((i64::MAX, i64::MIN), |(lo, hi), d| {
                 (lo.min(d.pos), hi.max(d.pos))
             });
+            if let Some(key) = &key {
+                file.partition(key.data().clone())
+                    .partition_spec_id(key.spec().spec_id());
+            }
             file.content(DataContentType::PositionDeletes)
                 .lower_bounds(HashMap::from([
                     (

@@ -32,6 +32,7 @@ use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use smallvec::SmallVec;
 
 use super::files::FileError;
+use super::partition::FilePartition;
 use super::snapshot::{load_manifest, read_manifest_list};
 use crate::catalog::LoadedTable;
 
@@ -71,8 +72,8 @@ pub struct KeyIndex {
     key_types: Vec<DataType>,
     /// Arrow's row format for keys that are not one integer column.
     converter: Option<RowConverter>,
-    /// Path and size of each data file the index points into.
-    files: Vec<(Arc<str>, u64)>,
+    /// Path, size and partition of each data file the index points into.
+    files: Vec<(Arc<str>, u64, Option<FilePartition>)>,
     file_ids: HashMap<Arc<str>, u32>,
     rows: KeyMap,
     /// Keys the table holds more than once (written before Floe kept an index, or by another
@@ -176,12 +177,13 @@ pub struct PositionDelete {
     pub pos: i64,
 }
 
-/// A data file a commit wrote: where, how many rows, how many bytes.
-#[derive(Debug, Clone, Copy)]
+/// A data file a commit wrote: where, how many rows, how many bytes, in which partition.
+#[derive(Debug, Clone)]
 pub struct WrittenFile<'a> {
     pub path: &'a str,
     pub rows: u64,
     pub bytes: u64,
+    pub partition: Option<FilePartition>,
 }
 
 /// The key columns of `schema` (identifier fields) as Arrow types, in identifier order.
@@ -283,7 +285,13 @@ impl KeyIndex {
                 let file = entry.data_file();
                 let item = (file.file_path().to_string(), file.file_size_in_bytes(), seq);
                 match file.content_type() {
-                    DataContentType::Data => data.push(item),
+                    DataContentType::Data => data.push((
+                        item,
+                        FilePartition {
+                            spec_id: manifest.partition_spec_id,
+                            values: file.partition().clone(),
+                        },
+                    )),
                     DataContentType::PositionDeletes => position_deletes.push(item),
                     DataContentType::EqualityDeletes => {
                         let ids: HashSet<i32> = file
@@ -343,7 +351,8 @@ impl KeyIndex {
         }
 
         let key_ids = index.key_ids.clone();
-        for (path, size, seq) in &data {
+        for ((path, size, seq), partition) in data {
+            let (path, size, seq) = (&path, &size, &seq);
             let deleted: HashSet<u64> = deleted_at
                 .get(path)
                 .map(|d| {
@@ -353,7 +362,7 @@ impl KeyIndex {
                         .collect()
                 })
                 .unwrap_or_default();
-            let file = index.file_id(path, *size);
+            let file = index.file_id(path, *size, Some(partition));
             let mut pos: u64 = 0;
             for batch in read_columns(table, path, *size, &key_ids).await? {
                 let keys = index.keys(batch.columns()).map_err(|e| read(path, &e))?;
@@ -408,13 +417,13 @@ impl KeyIndex {
             .map_err(|e| format!("primary key: {e}"))
     }
 
-    fn file_id(&mut self, path: &str, size: u64) -> u32 {
+    fn file_id(&mut self, path: &str, size: u64, partition: Option<FilePartition>) -> u32 {
         if let Some(id) = self.file_ids.get(path) {
             return *id;
         }
         let id = self.files.len() as u32;
         let path: Arc<str> = Arc::from(path);
-        self.files.push((path.clone(), size));
+        self.files.push((path.clone(), size, partition));
         self.file_ids.insert(path, id);
         id
     }
@@ -473,6 +482,13 @@ impl KeyIndex {
     /// Keys the table holds more than once.
     pub fn duplicated_keys(&self) -> usize {
         self.extra.len()
+    }
+
+    /// The partition of an indexed data file (`None`: not indexed, or of unknown partition).
+    pub fn partition_of(&self, path: &str) -> Option<&FilePartition> {
+        self.file_ids
+            .get(path)
+            .and_then(|id| self.files[*id as usize].2.as_ref())
     }
 
     /// The rows the table holds for the keys of `keys` (the key columns in identifier order),
@@ -543,7 +559,7 @@ impl KeyIndex {
             let keys = self.keys(written)?;
             let mut row = 0;
             for written in files {
-                let file = self.file_id(written.path, written.bytes);
+                let file = self.file_id(written.path, written.bytes, written.partition.clone());
                 for pos in 0..written.rows {
                     self.insert(
                         keys.get(row),
@@ -567,7 +583,13 @@ impl KeyIndex {
         self.rows.table_bytes()
             + self.spilled_bytes
             + self.extra.len() * (slot + 64)
-            + self.files.iter().map(|(p, _)| p.len() + 56).sum::<usize>()
+            + self
+                .files
+                .iter()
+                .map(|(p, _, part)| {
+                    p.len() + 88 + part.as_ref().map_or(0, |p| p.values.fields().len() * 32)
+                })
+                .sum::<usize>()
     }
 }
 
@@ -728,6 +750,7 @@ mod tests {
             path,
             rows,
             bytes: 100,
+            partition: None,
         }
     }
 

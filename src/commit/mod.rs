@@ -19,6 +19,7 @@ pub mod index;
 pub mod merge;
 pub mod offsets;
 pub mod orphans;
+pub mod partition;
 pub mod positions;
 pub mod schema;
 pub mod snapshot;
@@ -151,6 +152,9 @@ pub struct TableSpec {
     pub extras: extras::Extras,
     /// How old rows of changed keys are removed.
     pub deletes: DeleteMode,
+    /// The partition spec of a new table (empty: unpartitioned). An existing table is written
+    /// under its own current spec.
+    pub partition_spec: Vec<crate::config::PartitionField>,
 }
 
 /// One commit window's changes for one table.
@@ -340,8 +344,6 @@ impl CommitEngine {
                 (self.create_table(&ident, spec, &data_schema).await?, true)
             }
         };
-        unpartitioned(&base).map_err(&invalid)?;
-
         // Exactly once: rows at positions the table already holds are dropped here, whatever
         // the consumer re-read after a crash or a rebalance.
         let held =
@@ -420,6 +422,17 @@ impl CommitEngine {
             self.ensure_index(&mut slot, &base).await?;
         }
         let indexed = slot.usable(spec.deletes).is_some();
+        if !indexed
+            && !key_columns.is_empty()
+            && let Some(reason) = partition::equality_deletes_refused(&base)
+        {
+            let why = match (&slot.fallback, spec.deletes) {
+                (Some(fallback), _) => format!(" (the key index cannot be used: {fallback})"),
+                (None, DeleteMode::Equality) => " (tables.deletes = \"equality\")".into(),
+                (None, _) => String::new(),
+            };
+            return Err(invalid(format!("{reason}{why}")));
+        }
 
         let (combined, unresolved) = toast::resolve(
             (!truncating).then_some(&base),
@@ -465,14 +478,31 @@ impl CommitEngine {
             })
         };
         let removed_keys = keys_of(&merged.deletes);
-        let written_keys = keys_of(&merged.upserts);
         let rows_written = merged.upserts.as_ref().map_or(0, |b| b.num_rows() as u64);
-        let data_files = match merged.upserts {
-            Some(batch) => files::write_data_files(&base, batch, self.settings.files, &commit_id)
-                .await
-                .map_err(files_error)?,
+        // Rows are written partition by partition: the keys in the order of the files.
+        let groups = match merged.upserts {
+            Some(batch) => partition::Splitter::new(&base)
+                .and_then(|s| s.split(batch))
+                .map_err(&invalid)?,
             None => Vec::new(),
         };
+        let written_keys = if indexed && !key_columns.is_empty() && !groups.is_empty() {
+            key_columns
+                .iter()
+                .map(|&i| {
+                    let parts: Vec<&dyn arrow::array::Array> =
+                        groups.iter().map(|(_, b)| b.column(i).as_ref()).collect();
+                    arrow::compute::concat(&parts)
+                })
+                .collect::<Result<Vec<ArrayRef>, _>>()
+                .map_err(|e| invalid(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        let written_spec = base.metadata.default_partition_spec_id();
+        let data_files = files::write_data_files(&base, groups, self.settings.files, &commit_id)
+            .await
+            .map_err(files_error)?;
         let (mut delete_files, mut keys_deleted) = self
             .delete_files(
                 slot.usable(spec.deletes),
@@ -529,7 +559,17 @@ impl CommitEngine {
             }
             tokio::time::sleep(waits.next().unwrap_or(self.settings.max_backoff)).await;
             base = self.reload(&ident).await?;
-            unpartitioned(&base).map_err(&invalid)?;
+            if base.metadata.default_partition_spec_id() != written_spec {
+                // The files were written under the spec the table had: the next round
+                // writes them again under the new one.
+                return Err(CommitError::Files {
+                    table,
+                    message: "another writer changed the table's partition spec during the \
+                              commit"
+                        .into(),
+                    retryable: true,
+                });
+            }
             // A timeout or a 5xx may hide a commit that did land: never apply it twice.
             // Which plan landed is not known: its expired snapshots' files are left.
             if let Some(landed) = find_commit(&base, &commit_id) {
@@ -569,6 +609,10 @@ impl CommitEngine {
                     path: f.file_path(),
                     rows: f.record_count(),
                     bytes: f.file_size_in_bytes(),
+                    partition: Some(partition::FilePartition {
+                        spec_id: written_spec,
+                        values: f.partition().clone(),
+                    }),
                 })
                 .collect();
             if let Err(e) = index.apply(&removed_keys, &written_keys, &written, landed, truncating)
@@ -630,7 +674,6 @@ impl CommitEngine {
                 .load(&ident)
                 .await?
                 .ok_or_else(|| invalid("the table does not exist".into()))?;
-            unpartitioned(&base).map_err(&invalid)?;
             let candidates = compact::Candidates::of(&base).await.map_err(files_error)?;
             let mut outcome = Compacted {
                 table: ident.clone(),
@@ -847,13 +890,38 @@ impl CommitEngine {
             (Some(index), Some(_)) => {
                 let positions = index.locate(keys).map_err(files::FileError::permanent)?;
                 let n = positions.len() as u64;
-                let files = files::write_position_deletes(
-                    base,
-                    &positions,
-                    self.settings.files,
-                    file_prefix,
-                )
-                .await?;
+                // A position-delete file belongs to the partition of the data files it points
+                // into: one set per partition, each still sorted by file and position.
+                let mut groups: Vec<(Option<iceberg::spec::PartitionKey>, Vec<_>)> = Vec::new();
+                let mut group_of: HashMap<Option<&partition::FilePartition>, usize> =
+                    HashMap::new();
+                for p in positions {
+                    let part = index.partition_of(&p.file_path);
+                    let at = match group_of.get(&part) {
+                        Some(at) => *at,
+                        None => {
+                            let key = partition::key_for(base, part)
+                                .map_err(files::FileError::permanent)?;
+                            groups.push((key, Vec::new()));
+                            group_of.insert(part, groups.len() - 1);
+                            groups.len() - 1
+                        }
+                    };
+                    groups[at].1.push(p);
+                }
+                let mut files = Vec::new();
+                for (i, (key, positions)) in groups.iter().enumerate() {
+                    files.extend(
+                        files::write_position_deletes(
+                            base,
+                            positions,
+                            key.as_ref(),
+                            self.settings.files,
+                            &format!("{file_prefix}-{i}"),
+                        )
+                        .await?,
+                    );
+                }
                 Ok((files, n))
             }
             (None, Some(batch)) => {
@@ -899,9 +967,22 @@ impl CommitEngine {
             self.settings.files.zstd_level.to_string(),
         );
         properties.extend(spec.properties.clone());
+        let partitions = if spec.partition_spec.is_empty() {
+            None
+        } else {
+            Some(
+                partition::creation_spec(&spec.partition_spec, &schema).map_err(|message| {
+                    CommitError::Invalid {
+                        table: table.clone(),
+                        message: format!("cannot create the table: {message}"),
+                    }
+                })?,
+            )
+        };
         let creation = TableCreation::builder()
             .name(ident.name.clone())
             .schema(schema)
+            .partition_spec_opt(partitions)
             .properties(properties)
             .build();
         let catalog_error = |source| CommitError::Catalog {
@@ -1054,23 +1135,4 @@ pub fn main_snapshot_id(table: &LoadedTable) -> Option<i64> {
         .metadata
         .snapshot_for_ref(MAIN_BRANCH)
         .map(|s| s.snapshot_id())
-}
-
-/// Floe writes data files without partition values, which only an unpartitioned spec takes:
-/// a table someone else created (or re-specced) partitioned is refused, not written wrongly.
-fn unpartitioned(table: &LoadedTable) -> Result<(), String> {
-    let spec = table.metadata.default_partition_spec();
-    if spec.fields().is_empty() {
-        return Ok(());
-    }
-    let fields: Vec<String> = spec
-        .fields()
-        .iter()
-        .map(|f| format!("{}({})", f.transform, f.name))
-        .collect();
-    Err(format!(
-        "the table is partitioned ({}); Floe writes only unpartitioned tables so far and \
-         refuses to write into it",
-        fields.join(", ")
-    ))
 }

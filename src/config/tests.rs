@@ -445,20 +445,42 @@ soft_delete = true
 }
 
 #[test]
-fn a_partition_spec_is_refused_until_partitioned_tables_are_written() {
-    let e = err(&format!(
-        "{MINIMAL}\n[tables.overrides.\"a.b\"]\npartition_spec = [\"bucket(16, id)\", \"day(created_at)\"]\n"
-    ));
-    assert!(
-        e.contains("key `tables.overrides.\"a.b\".partition_spec`")
-            && e.contains("partitioned tables are not written yet"),
-        "{e}"
+fn a_partition_spec_is_read_field_by_field() {
+    use crate::config::{PartitionField, PartitionTransform};
+    let c = load(&format!(
+        "{MINIMAL}\n[tables.overrides.\"a.b\"]\npartition_spec = [\"bucket(16, id)\", \"day(created_at)\", \"region\", \"truncate(4, sku)\"]\n"
+    ))
+    .unwrap();
+    let field = |source: &str, transform| PartitionField {
+        source: source.into(),
+        transform,
+    };
+    assert_eq!(
+        c.tables.settings(&"a.b".parse().unwrap()).partition_spec,
+        vec![
+            field("id", PartitionTransform::Bucket(16)),
+            field("created_at", PartitionTransform::Day),
+            field("region", PartitionTransform::Identity),
+            field("sku", PartitionTransform::Truncate(4)),
+        ]
     );
-    // An empty spec asks for nothing.
-    load(&format!(
+    // Other tables stay unpartitioned; an empty spec asks for nothing.
+    assert!(
+        c.tables
+            .settings(&"a.c".parse().unwrap())
+            .partition_spec
+            .is_empty()
+    );
+    let c = load(&format!(
         "{MINIMAL}\n[tables.overrides.\"a.b\"]\npartition_spec = []\n"
     ))
     .unwrap();
+    assert!(
+        c.tables
+            .settings(&"a.b".parse().unwrap())
+            .partition_spec
+            .is_empty()
+    );
 }
 
 #[test]

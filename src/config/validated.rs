@@ -276,6 +276,22 @@ impl FromStr for PartitionField {
     }
 }
 
+/// As it is written in the configuration: `day(ts)`, `bucket(16, id)`, `col`.
+impl std::fmt::Display for PartitionField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.source;
+        match self.transform {
+            PartitionTransform::Identity => write!(f, "{c}"),
+            PartitionTransform::Year => write!(f, "year({c})"),
+            PartitionTransform::Month => write!(f, "month({c})"),
+            PartitionTransform::Day => write!(f, "day({c})"),
+            PartitionTransform::Hour => write!(f, "hour({c})"),
+            PartitionTransform::Bucket(n) => write!(f, "bucket({n}, {c})"),
+            PartitionTransform::Truncate(w) => write!(f, "truncate({w}, {c})"),
+        }
+    }
+}
+
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -577,16 +593,6 @@ fn table_settings(
     if let Some(spec) = o.partition_spec {
         let key = format!("{key}.partition_spec");
         s.partition_spec = parse_partition_spec(&key, &spec)?;
-        if !s.partition_spec.is_empty() {
-            // Refused rather than ignored: a user who asks for partitions must not get an
-            // unpartitioned table without knowing it.
-            return Err(ConfigError::invalid(
-                &key,
-                "partitioned tables are not written yet: Floe creates and writes unpartitioned \
-                 tables only; remove the spec (or partition the table later with your own tools \
-                 once Floe supports it)",
-            ));
-        }
     }
     if let Some(sd) = o.soft_delete {
         s.soft_delete = sd;

@@ -301,6 +301,7 @@ impl Runtime {
                 metadata_columns: settings.metadata_columns.clone(),
             },
             deletes: settings.deletes,
+            partition_spec: settings.partition_spec.clone(),
         };
         Some(TableWork {
             spec,

@@ -40,10 +40,19 @@ fn report_line(stdout: &str, table: &str) -> (u64, u64, u64, String) {
 }
 
 /// Backfills 300 sample events, then, after more changes, backfills again without dropping:
-/// the second run reads only what the table does not hold yet.
-fn backfill_and_continue(name: &str, target: Target) -> Setup {
+/// the second run reads only what the table does not hold yet. `partition_spec`: the table's
+/// configured spec (TOML array), if any.
+fn backfill_and_continue(name: &str, target: Target, partition_spec: Option<&str>) -> Setup {
     let s = Setup::build(name, FLUSH, "enabled = false", target);
     let table = s.target.table();
+    if let Some(spec) = partition_spec {
+        let config = std::fs::read_to_string(&s.config).unwrap();
+        std::fs::write(
+            &s.config,
+            format!("{config}\n[tables.overrides.\"{table}\"]\npartition_spec = {spec}\n"),
+        )
+        .unwrap();
+    }
     produce(&s.brokers, &s.topic, 300, 3, None);
     let out = run(&s, &["backfill"]);
     let stdout = text(&out.stdout);
@@ -75,18 +84,32 @@ fn backfill_and_continue(name: &str, target: Target) -> Setup {
 
 #[test]
 fn backfills_into_the_local_catalog_and_continues_from_the_table() {
-    let s = backfill_and_continue("backfill_local", Target::Local);
+    let s = backfill_and_continue(
+        "backfill_local",
+        Target::Local,
+        Some(r#"["bucket(2, id)"]"#),
+    );
     // Nothing new: a third run reads nothing and changes nothing.
     let out = run(&s, &["backfill"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (records, rows, files, _) = report_line(&text(&out.stdout), &s.target.table());
     assert_eq!((records, rows, files), (0, 0, 0));
     s.assert_rows(&model(300, Some(2)));
+    // The table was created with the configured spec, and `floe check` shows it.
+    let out = run(&s, &["check"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.lines().any(
+            |l| l.contains(&format!("table {}: metadata", s.target.table()))
+                && l.ends_with(" snapshot(s), partitioned by id_bucket=bucket[2](id)")
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn backfills_into_s3_tables_and_check_then_passes() {
-    let s = backfill_and_continue("backfill_s3tables", block_on(Target::s3tables()));
+    let s = backfill_and_continue("backfill_s3tables", block_on(Target::s3tables()), None);
     // The staging bucket got its expiration rule, the table exists: every check passes,
     // including a commit without changes to the table.
     let out = run(&s, &["check"]);
@@ -94,6 +117,11 @@ fn backfills_into_s3_tables_and_check_then_passes() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(
         stdout.contains("ok           table inventory.customers: commit"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok           table inventory.customers: metadata: format v2,")
+            && stdout.contains(" snapshot(s), unpartitioned\n"),
         "{stdout}"
     );
     // Every S3 call the check made is in the published action lists (the log says which
@@ -116,7 +144,7 @@ fn backfills_into_s3_tables_and_check_then_passes() {
 
 #[test]
 fn backfills_into_a_rest_catalog() {
-    let s = backfill_and_continue("backfill_rest", block_on(Target::rest()));
+    let s = backfill_and_continue("backfill_rest", block_on(Target::rest()), None);
     // Its staging bucket has no expiration rule: the one check that does not pass.
     let out = run(&s, &["check"]);
     let stdout = text(&out.stdout);

@@ -53,6 +53,7 @@ fn spec(table: &str) -> TableSpec {
         properties: BTreeMap::new(),
         extras: Default::default(),
         deletes: Default::default(),
+        partition_spec: Vec::new(),
     }
 }
 
@@ -1628,25 +1629,359 @@ async fn another_writer_holding_an_offset_inside_the_window_leaves_no_duplicate_
     }
 }
 
-on_backends!(a_table_created_partitioned_elsewhere_is_refused_not_written_wrongly: local, rest_sigv4);
-/// Floe writes data files without partition values: into a table someone else created
-/// partitioned, it refuses with an error naming the spec, and the table is left as it was.
-async fn a_table_created_partitioned_elsewhere_is_refused_not_written_wrongly(fx: Backend) {
+// ------------------------------------------------------------------------------------------
+// Partitioned tables
+// ------------------------------------------------------------------------------------------
+
+/// A change of a table with a timestamp: (op, id, name, ts in microseconds since the epoch).
+type TsChange = (&'static str, i64, Option<String>, Option<i64>);
+
+fn ts_batch(changes: &[TsChange]) -> RecordBatch {
+    use arrow::array::TimestampMicrosecondArray;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new(
+            "ts",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(OP_COLUMN, DataType::Utf8, false),
+    ]));
+    let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.1)));
+    let names: ArrayRef = Arc::new(StringArray::from_iter(
+        changes.iter().map(|c| c.2.as_deref()),
+    ));
+    let ts: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from_iter(changes.iter().map(|c| c.3)).with_timezone("UTC"),
+    );
+    let ops: ArrayRef = Arc::new(StringArray::from_iter_values(changes.iter().map(|c| c.0)));
+    RecordBatch::try_new(schema, vec![ids, names, ts, ops]).unwrap()
+}
+
+fn ts_window(changes: &[TsChange], next_offset: i64) -> TableChanges {
+    let mut offsets = CommittedOffsets::default();
+    offsets.advance("dbserver1.inventory.events", 0, next_offset);
+    TableChanges {
+        batches: vec![ts_batch(changes)],
+        offsets,
+        truncated_at: None,
+    }
+}
+
+/// A timestamp as the readers print it.
+fn ts_text(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        .to_string()
+}
+
+/// 2024-03-01T00:00:00Z, and a day, in microseconds.
+const MARCH_1: i64 = 1_709_251_200_000_000;
+const DAY: i64 = 86_400_000_000;
+
+/// The source table: id -> (name, ts).
+#[derive(Default)]
+struct TsModel(BTreeMap<i64, (Option<String>, Option<i64>)>);
+
+impl TsModel {
+    fn apply(&mut self, changes: &[TsChange]) {
+        for (op, id, name, ts) in changes {
+            if *op == "d" {
+                self.0.remove(id);
+            } else {
+                self.0.insert(*id, (name.clone(), *ts));
+            }
+        }
+    }
+
+    fn rows_where(&self, keep: impl Fn(i64, Option<i64>) -> bool) -> Value {
+        Value::Array(
+            self.0
+                .iter()
+                .filter(|(id, (_, ts))| keep(**id, *ts))
+                .map(|(id, (name, ts))| json!([id, name, ts.map(ts_text)]))
+                .collect(),
+        )
+    }
+
+    fn rows(&self) -> Value {
+        self.rows_where(|_, _| true)
+    }
+}
+
+/// Random changes over 60 keys: inserts, updates (most of which move the row to another day,
+/// so to another partition of a table partitioned by day), deletes and re-inserts; the
+/// timestamps fall on 6 days, one in ten is null.
+fn random_ts_windows(
+    rng: &mut support::Lcg,
+    model: &TsModel,
+    windows: usize,
+    per_window: usize,
+) -> Vec<Vec<TsChange>> {
+    let mut live: std::collections::BTreeSet<i64> = model.0.keys().copied().collect();
+    let mut serial = 0;
+    (0..windows)
+        .map(|_| {
+            (0..per_window)
+                .map(|_| {
+                    serial += 1;
+                    let id = rng.next(60) as i64;
+                    let ts = (rng.next(10) != 0)
+                        .then(|| MARCH_1 + rng.next(6) as i64 * DAY + rng.next(DAY as u64) as i64);
+                    let name = Some(format!("n{serial}"));
+                    if !live.contains(&id) {
+                        live.insert(id);
+                        ("c", id, name, ts)
+                    } else if rng.next(10) < 7 {
+                        ("u", id, name, ts)
+                    } else {
+                        live.remove(&id);
+                        ("d", id, None, None)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn partitioned(table: &str, fields: &[&str]) -> TableSpec {
+    TableSpec {
+        partition_spec: fields.iter().map(|f| f.parse().unwrap()).collect(),
+        ..spec(table)
+    }
+}
+
+impl Backend {
+    async fn duckdb_ts_rows(&self, table: &str, filter: Option<&str>) -> Value {
+        let mut args = vec![
+            "duckdb".to_string(),
+            "--metadata".into(),
+            self.metadata_location(table).await,
+            "--order-by".into(),
+            "id".into(),
+            "--columns".into(),
+            "id,name,ts".into(),
+        ];
+        if let Some(filter) = filter {
+            args.extend(["--filter".into(), filter.into()]);
+        }
+        args.extend(self.s3_args());
+        read(&args)["rows"].clone()
+    }
+}
+
+/// What the readers see of a partitioned table: pyiceberg's rows equal the model's, every
+/// position-delete file is in the partition of the data files it points into, and scans with a
+/// partition predicate (by pyiceberg, which prunes by the files' partition values, and by
+/// DuckDB) return exactly the model's rows for it, pyiceberg reading fewer files.
+async fn assert_partitioned_reads(
+    fx: &Backend,
+    table: &str,
+    model: &TsModel,
+    predicates: &[(String, String, Value)],
+) {
+    let info = fx
+        .pyiceberg_with(table, &["--columns", "id,name,ts", "--partitions"])
+        .await;
+    assert_eq!(
+        info["rows"],
+        model.rows(),
+        "pyiceberg reads the model's rows"
+    );
+    let partitions = &info["partitions"];
+    assert_eq!(
+        partitions["position_delete_mismatches"],
+        json!([]),
+        "position deletes are in their data files' partitions"
+    );
+    for (pyiceberg_filter, duckdb_filter, expected) in predicates {
+        let filtered = &fx
+            .pyiceberg_with(
+                table,
+                &["--columns", "id,name,ts", "--filter", pyiceberg_filter],
+            )
+            .await["filtered"];
+        assert_eq!(&filtered["rows"], expected, "pyiceberg, {pyiceberg_filter}");
+        assert!(
+            filtered["planned_files"].as_u64() < filtered["data_files"].as_u64(),
+            "pyiceberg prunes files on {pyiceberg_filter}: {filtered}"
+        );
+        assert_eq!(
+            &fx.duckdb_ts_rows(table, Some(duckdb_filter)).await,
+            expected,
+            "DuckDB, {duckdb_filter}"
+        );
+    }
+}
+
+on_backends!(random_changes_into_partitioned_tables_read_back_exactly: local, s3tables, rest_sigv4);
+/// A random change stream (seed printed) into a table partitioned by `day(ts)` and one by
+/// `bucket(8, id)`: updates move rows between days, and so between partitions. After every
+/// other commit DuckDB reads the model's rows; at the end pyiceberg too, with pruning on a
+/// partition predicate, and the files are split by partition (never one file per row).
+async fn random_changes_into_partitioned_tables_read_back_exactly(fx: Backend) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let mut rng = support::Lcg(support::seed());
+    for (name, fields, spec_json, partitions) in [
+        ("by_day", ["day(ts)"], json!([["ts_day", "day"]]), 7),
+        (
+            "by_bucket",
+            ["bucket(8, id)"],
+            json!([["id_bucket", "bucket[8]"]]),
+            8,
+        ),
+    ] {
+        let table = fx.table(name);
+        let spec = partitioned(&table, &fields);
+        let mut model = TsModel::default();
+        let windows = random_ts_windows(&mut rng, &model, 4, 80);
+        let mut position_deletes = 0;
+        for (i, changes) in windows.iter().enumerate() {
+            let outcome = engine
+                .commit(&spec, ts_window(changes, (i as i64 + 1) * 100))
+                .await
+                .unwrap();
+            model.apply(changes);
+            assert!(
+                outcome.data_files <= partitions && outcome.data_files > 1,
+                "{name}, window {i}: {} data files for at most {partitions} partitions",
+                outcome.data_files
+            );
+            position_deletes += outcome.delete_files;
+            if i % 2 == 1 {
+                assert_eq!(
+                    fx.duckdb_ts_rows(&table, None).await,
+                    model.rows(),
+                    "{name}, after window {i}"
+                );
+            }
+        }
+        assert!(
+            position_deletes > 0,
+            "{name}: updates removed rows by position"
+        );
+        let info = fx.pyiceberg(&table).await;
+        let got: Vec<Value> = info["partition_spec"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| json!([f["name"], f["transform"]]))
+            .collect();
+        assert_eq!(Value::Array(got), spec_json, "{name}");
+        let predicates = if name == "by_day" {
+            let (from, to) = (MARCH_1 + 2 * DAY, MARCH_1 + 3 * DAY);
+            vec![(
+                format!("ts >= '{}' and ts < '{}'", ts_text(from), ts_text(to)),
+                format!(
+                    "ts >= TIMESTAMPTZ '{}' AND ts < TIMESTAMPTZ '{}'",
+                    ts_text(from),
+                    ts_text(to)
+                ),
+                model.rows_where(|_, ts| ts.is_some_and(|t| t >= from && t < to)),
+            )]
+        } else {
+            let id = *model.0.keys().next().unwrap();
+            vec![(
+                format!("id == {id}"),
+                format!("id = {id}"),
+                model.rows_where(|k, _| k == id),
+            )]
+        };
+        assert_partitioned_reads(&fx, &table, &model, &predicates).await;
+        if name == "by_day" {
+            // Compaction rewrites the rows partition by partition.
+            let compacted = engine.compact(&table.parse().unwrap()).await.unwrap();
+            assert!(compacted.snapshot_id.is_some(), "{compacted:?}");
+            assert!(
+                compacted.data_files_after <= partitions,
+                "{} files after compaction",
+                compacted.data_files_after
+            );
+            assert_partitioned_reads(&fx, &table, &model, &predicates).await;
+        }
+    }
+}
+
+on_backends!(equality_deletes_in_a_partitioned_table_only_when_the_key_decides_the_partition: local, rest_sigv4);
+/// An equality delete reaches only rows of its own partition. Partitioned by a bucket of the
+/// key, a key's rows stay in one partition: equality deletes are written there and the table
+/// reads exactly. Partitioned by a column outside the key, equality deletes are refused with
+/// the reason, and nothing is written.
+async fn equality_deletes_in_a_partitioned_table_only_when_the_key_decides_the_partition(
+    fx: Backend,
+) {
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let mut rng = support::Lcg(support::seed());
+    let table = fx.table("eq_by_bucket");
+    let spec = TableSpec {
+        deletes: DeleteMode::Equality,
+        ..partitioned(&table, &["bucket(4, id)"])
+    };
+    let mut model = TsModel::default();
+    let mut equality_deletes = 0;
+    for (i, changes) in random_ts_windows(&mut rng, &model, 4, 60)
+        .iter()
+        .enumerate()
+    {
+        let outcome = engine
+            .commit(&spec, ts_window(changes, (i as i64 + 1) * 100))
+            .await
+            .unwrap();
+        assert!(!outcome.indexed);
+        equality_deletes += outcome.delete_files;
+        model.apply(changes);
+    }
+    assert!(
+        equality_deletes > 1,
+        "equality deletes, one set per partition"
+    );
+    assert_eq!(fx.duckdb_ts_rows(&table, None).await, model.rows());
+
+    let table = fx.table("eq_by_day");
+    let spec = TableSpec {
+        deletes: DeleteMode::Equality,
+        ..partitioned(&table, &["day(ts)"])
+    };
+    let error = engine
+        .commit(&spec, ts_window(&[("c", 1, None, Some(MARCH_1))], 1))
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable());
+    let message = error.to_string();
+    assert!(
+        message.contains("partitioned by ts outside the primary key")
+            && message.contains("tables.deletes = \"equality\""),
+        "{message}"
+    );
+    let info = fx.pyiceberg(&table).await;
+    assert_eq!(info["snapshots"], json!([]), "nothing was written");
+}
+
+on_backends!(a_table_created_partitioned_elsewhere_is_written_under_its_spec: local, rest_sigv4);
+/// A table another engine created partitioned (here iceberg-rust through the catalog, with a
+/// bucket of the key and an identity field named unlike Floe would): Floe writes under its
+/// spec, and the rows read back exactly, with pruning on the key.
+async fn a_table_created_partitioned_elsewhere_is_written_under_its_spec(fx: Backend) {
     use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Transform, Type};
     let catalog = fx.catalog().await;
     let engine = CommitEngine::new(catalog.clone(), settings());
-    let table = fx.table("partitioned");
+    let table = fx.table("created_elsewhere");
     let ident = engine.ident(&table.parse().unwrap()).unwrap();
     let schema = IcebergSchema::builder()
         .with_fields([
             NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
             NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
+            NestedField::optional(3, "ts", Type::Primitive(PrimitiveType::Timestamptz)).into(),
         ])
         .with_identifier_field_ids([1])
         .build()
         .unwrap();
     let partitions = iceberg::spec::UnboundPartitionSpec::builder()
-        .add_partition_field(1, "id_bucket", Transform::Bucket(8))
+        .add_partition_field(1, "shard", Transform::Bucket(8))
+        .unwrap()
+        .add_partition_field(3, "hour_of_ts", Transform::Hour)
         .unwrap()
         .build();
     catalog.ensure_namespace(&ident.namespace).await.unwrap();
@@ -1661,21 +1996,98 @@ async fn a_table_created_partitioned_elsewhere_is_refused_not_written_wrongly(fx
         )
         .await
         .unwrap();
-    let error = engine
-        .commit(
-            &spec(&table),
-            window(&[("c", 1, Some("a"))], "dbserver1.inventory.customers", 1),
-        )
+    let mut rng = support::Lcg(support::seed());
+    let mut model = TsModel::default();
+    for (i, changes) in random_ts_windows(&mut rng, &model, 3, 40)
+        .iter()
+        .enumerate()
+    {
+        // The spec configured for new tables does not apply to an existing one.
+        engine
+            .commit(
+                &partitioned(&table, &["day(ts)"]),
+                ts_window(changes, (i as i64 + 1) * 100),
+            )
+            .await
+            .unwrap();
+        model.apply(changes);
+    }
+    assert_eq!(fx.duckdb_ts_rows(&table, None).await, model.rows());
+    let id = *model.0.keys().last().unwrap();
+    assert_partitioned_reads(
+        &fx,
+        &table,
+        &model,
+        &[(
+            format!("id == {id}"),
+            format!("id = {id}"),
+            model.rows_where(|k, _| k == id),
+        )],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A table pyiceberg created partitioned by `day(ts)` and `bucket(4, id)` and wrote rows into:
+/// Floe updates and deletes them (position deletes against pyiceberg's files, in their
+/// partitions) and writes new rows under the same spec; both readers agree with the model.
+async fn a_table_pyiceberg_created_partitioned_is_updated_in_its_partitions() {
+    let fx = Backend::start(Kind::Local).await;
+    let table = fx.table("from_pyiceberg");
+    // Floe's catalog first: pyiceberg creates the table in it.
+    let engine = CommitEngine::new(fx.catalog().await, settings());
+    let mut args = vec!["pyiceberg-write-sample".to_string()];
+    args.extend(fx.sqlite_args(&table));
+    args.extend(["--partition", "day(ts)", "--partition", "bucket(4, id)"].map(String::from));
+    assert_eq!(read(&args)["rows_written"], 3);
+    // The sample rows (id, name, ts): 1 alice 2024-01-01, 2 bob 2024-06-15T12:34:56.789012,
+    // 3 with no name and no ts.
+    let mut model = TsModel::default();
+    model
+        .0
+        .insert(1, (Some("alice".into()), Some(1_704_067_200_000_000)));
+    model
+        .0
+        .insert(2, (Some("bob".into()), Some(1_718_454_896_789_012)));
+    model.0.insert(3, (None, None));
+    assert_eq!(fx.duckdb_ts_rows(&table, None).await, model.rows());
+    let changes: Vec<TsChange> = vec![
+        ("u", 1, Some("alice2".into()), Some(MARCH_1)),
+        ("d", 2, None, None),
+        ("u", 3, Some("carol".into()), Some(MARCH_1 + DAY)),
+        ("c", 4, Some("dan".into()), Some(MARCH_1 + DAY)),
+        ("c", 5, Some("eve".into()), None),
+    ];
+    let outcome = engine
+        .commit(&spec(&table), ts_window(&changes, 5))
         .await
-        .unwrap_err();
-    assert!(!error.is_retryable());
-    let message = error.to_string();
-    assert!(
-        message.contains("the table is partitioned (bucket[8](id_bucket))"),
-        "{message}"
-    );
-    let info = fx.pyiceberg(&table).await;
-    assert_eq!(info["snapshots"], json!([]), "nothing was written");
+        .unwrap();
+    assert!(outcome.indexed, "{outcome:?}");
+    model.apply(&changes);
+    assert_eq!(fx.duckdb_ts_rows(&table, None).await, model.rows());
+    let day = MARCH_1 + DAY;
+    assert_partitioned_reads(
+        &fx,
+        &table,
+        &model,
+        &[
+            (
+                format!("ts >= '{}' and ts < '{}'", ts_text(day), ts_text(day + DAY)),
+                format!(
+                    "ts >= TIMESTAMPTZ '{}' AND ts < TIMESTAMPTZ '{}'",
+                    ts_text(day),
+                    ts_text(day + DAY)
+                ),
+                model.rows_where(|_, ts| ts.is_some_and(|t| t >= day && t < day + DAY)),
+            ),
+            (
+                "id == 5".into(),
+                "id = 5".into(),
+                model.rows_where(|k, _| k == 5),
+            ),
+        ],
+    )
+    .await;
 }
 
 on_backends!(table_names_are_normalised_and_collisions_refused: local, s3tables, rest_sigv4);

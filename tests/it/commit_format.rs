@@ -61,6 +61,7 @@ async fn two_commits(deletes: DeleteMode) -> serde_json::Value {
         properties: BTreeMap::from([("floe.test".to_string(), "yes".to_string())]),
         extras: Default::default(),
         deletes,
+        partition_spec: Vec::new(),
     };
     engine
         .commit(
@@ -188,6 +189,7 @@ async fn unchanged_toasted_columns_keep_their_values() {
         properties: BTreeMap::new(),
         extras: Default::default(),
         deletes: Default::default(),
+        partition_spec: Vec::new(),
     };
     engine
         .commit(

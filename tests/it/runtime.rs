@@ -334,13 +334,32 @@ impl Target {
         columns: &str,
         order_by: &str,
     ) -> Result<Option<Value>, String> {
+        self.read_table(
+            reader,
+            root,
+            namespace,
+            table,
+            &["--columns", columns, "--order-by", order_by],
+        )
+        .map(|doc| doc.map(|d| d["rows"].clone()))
+    }
+
+    /// What a reader says of the table (`args`: its options), or None before it exists.
+    pub(crate) fn read_table(
+        &self,
+        reader: Reader,
+        root: &std::path::Path,
+        namespace: &str,
+        table: &str,
+        args: &[&str],
+    ) -> Result<Option<Value>, String> {
         let Some(location) = self.metadata_location(root, namespace, table) else {
             return Ok(None);
         };
         let (key, secret) = self.credentials();
         let endpoint = match self {
             Target::Local => {
-                return table_rows(reader, &location, &[], columns, order_by).map(Some);
+                return table_doc(reader, &location, &[], args).map(Some);
             }
             Target::Rest { .. } => support::weed_s3(),
             Target::S3Tables { endpoint, .. } => endpoint.clone(),
@@ -354,7 +373,7 @@ impl Target {
             "--s3-secret",
             &secret,
         ];
-        table_rows(reader, &location, &s3, columns, order_by).map(Some)
+        table_doc(reader, &location, &s3, args).map(Some)
     }
 
     fn toml(&self, root: &std::path::Path) -> String {
@@ -948,20 +967,6 @@ fn two_processes_in_one_group_share_the_partitions_and_hand_over(target: Target)
     }
 }
 
-/// A tiny deterministic generator for kill timing, seeded by `support::seed` (printed, and
-/// replayable with `FLOE_TEST_SEED`).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
-
 on_targets!(killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact);
 /// Each round produces updates and kills two processes: one at a crash point (alternating
 /// between "staged" and "table-committed") or at a random moment, then one right after it has
@@ -980,7 +985,7 @@ fn killed_at_random_moments_and_at_every_crash_point_the_table_stays_exact(targe
         "enabled = false",
         target,
     );
-    let mut rng = Lcg(support::seed());
+    let mut rng = support::Lcg(support::seed());
     produce(&s.brokers, &s.topic, 300, 3, None);
     // Random kills that landed before the round's changes were committed.
     let (mut random_kills, mut mid_work) = (0, 0);
@@ -1261,24 +1266,18 @@ pub(crate) enum Reader {
 
 /// The `columns` of the table whose metadata is at `location`, as `reader` reads them; `s3`:
 /// the reader's S3 endpoint and credentials arguments.
-fn table_rows(
-    reader: Reader,
-    location: &str,
-    s3: &[&str],
-    columns: &str,
-    order_by: &str,
-) -> Result<Value, String> {
+fn table_doc(reader: Reader, location: &str, s3: &[&str], extra: &[&str]) -> Result<Value, String> {
     let mut args = match reader {
         Reader::DuckDb => vec!["duckdb"],
         Reader::PyIceberg => vec!["pyiceberg-static"],
     };
     args.extend(["--metadata", location]);
     args.extend_from_slice(s3);
-    args.extend(["--order-by", order_by, "--columns", columns]);
+    args.extend_from_slice(extra);
     let out = support::try_iceberg_read(&args)?;
     match out.get("rows_error") {
         Some(e) => Err(format!("{reader:?} cannot read {location}: {e}")),
-        None => Ok(out["rows"].clone()),
+        None => Ok(out),
     }
 }
 
@@ -1321,24 +1320,29 @@ on_targets!(a_random_stream_over_two_tables_with_toast_and_a_schema_change_ends_
 /// tombstones, TOAST placeholders, one added column) through `floe run` into `target`: both
 /// tables must end exactly at the model.
 fn a_random_stream_over_two_tables_with_toast_and_a_schema_change_ends_exact(target: Target) {
-    random_stream_ends_exact(target, &[]);
+    random_stream_ends_exact(target, &[], false);
 }
 
-on_targets!(a_random_stream_that_debezium_partly_sends_again_ends_exact);
+on_targets!(a_random_stream_that_debezium_partly_sends_again_into_partitioned_tables_ends_exact);
 /// The same, with a fifth of what was sent so far sent again two thirds in (a connector
-/// restart): re-sent inserts, updates and deletes must leave one row per key.
-fn a_random_stream_that_debezium_partly_sends_again_ends_exact(target: Target) {
-    random_stream_ends_exact(target, &["--redeliver", "0.2"]);
+/// restart): re-sent inserts, updates and deletes must leave one row per key. The tables are
+/// partitioned (configured `partition_spec`): one by `bucket(4, id)`, one by
+/// `bucket(4, name)` (every update changes the name, so most updates move the row to another
+/// partition).
+fn a_random_stream_that_debezium_partly_sends_again_into_partitioned_tables_ends_exact(
+    target: Target,
+) {
+    random_stream_ends_exact(target, &["--redeliver", "0.2"], true);
 }
 
 on_targets!(a_random_stream_that_debezium_snapshots_again_ends_exact);
 /// The same, with a new snapshot of the connector two thirds in: a read (`r`) of every row the
 /// tables hold, after the sink committed them, must replace each row, not add a second.
 fn a_random_stream_that_debezium_snapshots_again_ends_exact(target: Target) {
-    random_stream_ends_exact(target, &["--resnapshot"]);
+    random_stream_ends_exact(target, &["--resnapshot"], false);
 }
 
-fn random_stream_ends_exact(target: Target, extra: &[&str]) {
+fn random_stream_ends_exact(target: Target, extra: &[&str], partitioned: bool) {
     let brokers = support::kafka_brokers();
     let seed = support::seed();
     let mut dir = tempfile::tempdir().unwrap();
@@ -1364,6 +1368,15 @@ fn random_stream_ends_exact(target: Target, extra: &[&str]) {
 
     // No routes: each topic goes to <namespace>.<topic>.
     let namespace = target.namespace();
+    let partitions = if partitioned {
+        format!(
+            "[tables.overrides.\"{namespace}.{}\"]\npartition_spec = [\"bucket(4, id)\"]\n\
+             [tables.overrides.\"{namespace}.{}\"]\npartition_spec = [\"bucket(4, name)\"]\n",
+            topics[0], topics[1]
+        )
+    } else {
+        String::new()
+    };
     let config = root.join("connector.toml");
     std::fs::write(
         &config,
@@ -1381,7 +1394,7 @@ commit_interval = "2s"
 max_rows = 1500
 [metrics]
 enabled = false
-
+{partitions}
 {}"#,
             support::unique("group"),
             topics[0],
@@ -1466,6 +1479,41 @@ enabled = false
             differing.is_empty(),
             "table {namespace}.{t} read by {reader:?}: (table, model) differ in {differing:?}"
         );
+    }
+    if partitioned {
+        // The tables were created with the configured specs, and their position deletes are
+        // in the partitions of the rows they remove.
+        for (t, field) in [(&topics[0], "bucket[4]"), (&topics[1], "bucket[4]")] {
+            let doc = target
+                .read_table(
+                    Reader::PyIceberg,
+                    root,
+                    namespace,
+                    t,
+                    &["--partitions", "--columns", "id"],
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap();
+            let spec: Vec<&Value> = doc["partition_spec"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| &f["transform"])
+                .collect();
+            assert_eq!(spec, [&json!(field)], "{t}");
+            assert_eq!(
+                doc["partitions"]["position_delete_mismatches"],
+                json!([]),
+                "{t}"
+            );
+            let partitions: std::collections::BTreeSet<String> = doc["partitions"]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["partition"].to_string())
+                .collect();
+            assert!(partitions.len() > 1, "{t}: rows in one partition only");
+        }
     }
     assert!(done);
     dir.disable_cleanup(false);

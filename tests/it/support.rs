@@ -112,6 +112,20 @@ pub fn seed() -> u64 {
     seed
 }
 
+/// A tiny deterministic generator for random test data and timing, seeded by [`seed`]
+/// (printed, and replayable with `FLOE_TEST_SEED`).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
 /// Runs `tests/support/iceberg_read.py` (DuckDB / pyiceberg) and parses its JSON output.
 pub fn iceberg_read(args: &[&str]) -> serde_json::Value {
     try_iceberg_read(args).unwrap_or_else(|e| panic!("{e}"))

@@ -363,7 +363,8 @@ def cmd_duckdb(args):
     if args.timing:
         emit(time_reads(con, "iceberg_scan(%s)" % ", ".join(scan_args), args.timing))
         return
-    rel = con.sql("SELECT %s FROM iceberg_scan(%s)" % (select, ", ".join(scan_args)))
+    where = " WHERE %s" % args.filter if args.filter else ""
+    rel = con.sql("SELECT %s FROM iceberg_scan(%s)%s" % (select, ", ".join(scan_args), where))
     columns = [{"name": n, "type": str(t)} for n, t in zip(rel.columns, rel.types)]
     table = rel.to_arrow_table()
     rows = rows_from_table(table, split_list(args.order_by))
@@ -466,6 +467,55 @@ def describe_files(table):
         })
     out.sort(key=lambda f: (f["content"], f["record_count"]))
     return out
+
+
+def partition_dict(record):
+    """A file's partition record (a pyarrow struct as a dict) with JSON values."""
+    def value(v):
+        return v.isoformat() if hasattr(v, "isoformat") else to_json_value(v)
+    return {k: value(v) for k, v in (record or {}).items()}
+
+
+def describe_partitions(table):
+    """The current snapshot's data files with their partition values (from the manifests),
+    and every position-delete file whose partition is not that of the data files it points
+    into (read from the delete file itself)."""
+    import pyarrow.parquet as pq
+
+    files = table.inspect.files().to_pylist()
+    data = {f["file_path"]: partition_dict(f["partition"]) for f in files if f["content"] == 0}
+    mismatches = []
+    deletes = []
+    for f in files:
+        if f["content"] != 1:
+            continue
+        own = partition_dict(f["partition"])
+        deletes.append(own)
+        with table.io.new_input(f["file_path"]).open() as stream:
+            targets = set(pq.read_table(stream, columns=["file_path"]).column(0).to_pylist())
+        for target in sorted(targets):
+            if data.get(target) != own:
+                mismatches.append({"delete_file": f["file_path"], "partition": own,
+                                   "data_file": target, "data_partition": data.get(target)})
+    return {
+        "data": sorted(({"partition": p, "path": path} for path, p in data.items()),
+                       key=lambda d: d["path"]),
+        "position_deletes": sorted(deletes, key=json.dumps),
+        "position_delete_mismatches": mismatches,
+    }
+
+
+def describe_filtered(table, expression, columns, order_by):
+    """The rows a scan with a row filter returns, and how many data files it plans against
+    how many the snapshot has: partition pruning at work (or wrong partition values)."""
+    scan = table.scan(row_filter=expression, **({"selected_fields": tuple(columns)} if columns else {}))
+    planned = len(list(scan.plan_files()))
+    total = sum(1 for f in table.inspect.files().to_pylist() if f["content"] == 0)
+    arrow = scan.to_arrow()
+    if columns:
+        arrow = arrow.select(columns)
+    return {"rows": rows_from_table(arrow, order_by), "planned_files": planned,
+            "data_files": total}
 
 
 def cmd_pyiceberg_sql(args):
@@ -574,6 +624,11 @@ def describe_table(table, args):
 
     if args.files:
         doc["files"] = describe_files(table)
+    if getattr(args, "partitions", False):
+        doc["partitions"] = describe_partitions(table)
+    if getattr(args, "filter", None):
+        doc["filtered"] = describe_filtered(table, args.filter, split_list(args.columns),
+                                            split_list(args.order_by))
     if getattr(args, "referenced", False):
         doc["referenced"] = referenced_files(table)
 
@@ -628,6 +683,7 @@ def cmd_pyiceberg_write_sample(args):
         identifier_field_ids=[1],
     )
     table = catalog.create_table(args.table, schema=schema,
+                                 partition_spec=partition_spec(schema, args.partition or []),
                                  properties={"format-version": str(args.format_version)})
     arrow_schema = pa.schema([
         pa.field("id", pa.int64(), nullable=False),
@@ -644,6 +700,37 @@ def cmd_pyiceberg_write_sample(args):
     emit({"metadata_location": table.metadata_location,
           "snapshot_id": table.metadata.current_snapshot_id,
           "rows_written": len(SAMPLE_ROWS)})
+
+
+def partition_spec(schema, fields):
+    """A pyiceberg PartitionSpec from fields written as Floe's config writes them:
+    `col`, `day(col)`, `bucket(8, col)`, `truncate(4, col)`, ..."""
+    import re
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import (BucketTransform, DayTransform, HourTransform,
+                                      IdentityTransform, MonthTransform, TruncateTransform,
+                                      YearTransform)
+
+    simple = {"identity": IdentityTransform, "year": YearTransform, "month": MonthTransform,
+              "day": DayTransform, "hour": HourTransform}
+    out = []
+    for i, text in enumerate(fields):
+        m = re.fullmatch(r"\s*(\w+)\s*\(\s*(?:(\d+)\s*,\s*)?(\w+)\s*\)\s*|\s*(\w+)\s*", text)
+        if not m:
+            raise UsageError("bad partition field %r" % text)
+        func, n, col = (m.group(1), m.group(2), m.group(3)) if m.group(1) else ("identity", None, m.group(4))
+        if func == "bucket":
+            transform, suffix = BucketTransform(int(n)), "_bucket"
+        elif func == "truncate":
+            transform, suffix = TruncateTransform(int(n)), "_trunc"
+        elif func in simple and n is None:
+            transform, suffix = simple[func](), ("" if func == "identity" else "_" + func)
+        else:
+            raise UsageError("bad partition field %r" % text)
+        source = schema.find_field(col)
+        out.append(PartitionField(source_id=source.field_id, field_id=1000 + i,
+                                  transform=transform, name=col + suffix))
+    return PartitionSpec(*out)
 
 
 def write_rows(table, rows, rewrite):
@@ -693,6 +780,10 @@ def _add_s3(p):
 
 def _add_read_opts(p):
     p.add_argument("--order-by", help="comma-separated columns to sort by first (then all others)")
+    p.add_argument("--partitions", action="store_true",
+                   help="also list data files' partition values and check position deletes' own")
+    p.add_argument("--filter", help="also scan with this row filter (pyiceberg expression "
+                   "syntax) and count the data files planned")
     p.add_argument("--columns", help="comma-separated columns to output, in this order")
     p.add_argument("--snapshot-id", type=int, help="read this snapshot instead of the current one")
 
@@ -733,6 +824,8 @@ def build_parser():
     _add_s3(w)
     w.add_argument("--format-version", type=int, default=2, choices=[1, 2],
                    help="table format version (pyiceberg 0.12 cannot write v3)")
+    w.add_argument("--partition", action="append",
+                   help="a partition field, e.g. 'day(ts)' or 'bucket(8, id)' (repeatable)")
     w.set_defaults(func=cmd_pyiceberg_write_sample)
 
     a = sub.add_parser("pyiceberg-append", help="append JSON rows to a table with pyiceberg")
