@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use std::collections::HashMap;
-
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::row::{Row, RowConverter, SortField};
@@ -21,6 +19,9 @@ use iceberg::spec::{
 
 use crate::catalog::LoadedTable;
 use crate::config::{PartitionField, PartitionTransform};
+
+/// Partition values come from the source database, not from an adversary.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The partition a data file belongs to: the spec it was written under and its values.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -155,7 +156,7 @@ impl Splitter {
         )
         .map_err(|e| failed(&e))?;
         let keys = converter.convert_columns(columns).map_err(|e| failed(&e))?;
-        let mut groups: HashMap<Row<'_>, Vec<u32>> = HashMap::new();
+        let mut groups: HashMap<Row<'_>, Vec<u32>> = HashMap::default();
         for i in 0..rows.num_rows() {
             groups.entry(keys.row(i)).or_default().push(i as u32);
         }
