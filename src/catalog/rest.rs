@@ -479,14 +479,23 @@ impl RestCatalog {
     }
 
     /// A FileIO for a table whose LoadTable `config` is `table_config`.
-    fn file_io_for(&self, table_config: HashMap<String, String>) -> FileIO {
+    /// The storage settings of a table: the catalog's, with the table's own (vended
+    /// credentials) over them.
+    fn storage_properties(
+        &self,
+        table_config: HashMap<String, String>,
+    ) -> BTreeMap<String, String> {
         let mut properties: BTreeMap<String, String> = self
             .properties
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        // Per-table settings (vended credentials) win over the catalog's.
         properties.extend(table_config);
+        properties
+    }
+
+    fn file_io_for(&self, table_config: HashMap<String, String>) -> FileIO {
+        let properties = self.storage_properties(table_config);
         let mut cached = self.file_io.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((props, io)) = cached.as_ref()
             && *props == properties
@@ -562,14 +571,27 @@ impl TableCatalog for RestCatalog {
         if !self.expire_snapshots {
             return Ok(None);
         }
-        // The settings of the table's FileIO (the last table config seen), else the catalog's.
-        let properties: HashMap<String, String> = {
-            let cached = self.file_io.lock().unwrap_or_else(|p| p.into_inner());
-            match cached.as_ref() {
-                Some((props, _)) => props.clone().into_iter().collect(),
-                None => self.properties.clone(),
+        // The table's own storage settings, asked of the catalog now: a `LoadedTable` keeps
+        // only its FileIO, which cannot list.
+        let ident = &table.ident;
+        let config = match self.send(Method::GET, self.table_url(ident)?, None).await? {
+            Reply::Status(s, body) if s.is_success() => {
+                serde_json::from_slice::<LoadTableResponse>(&body)
+                    .map_err(|e| {
+                        CatalogError::other(
+                            KIND,
+                            format!("table {ident}: unreadable table answer: {e}"),
+                        )
+                    })?
+                    .config
             }
+            Reply::Status(s, body) => {
+                return Err(self.refused(&format!("load table {ident}"), s, &body));
+            }
+            Reply::Lost(m) => return Err(self.lost(ident, "load", m)),
         };
+        let properties: HashMap<String, String> =
+            self.storage_properties(config).into_iter().collect();
         let location = table.metadata.location();
         s3_storage::list(&self.sdk, &properties, self.stats.clone(), location)
             .await
