@@ -5,7 +5,8 @@
 //! Floe writes into whatever spec a table has now, whoever created it. What it cannot write
 //! correctly it refuses: equality deletes on a table whose partition columns are not all in
 //! the primary key (an equality delete reaches only rows of its own partition, so it would
-//! miss a row that moved), and position deletes against files of an earlier spec.
+//! miss a row that moved) or that has had another spec, and position deletes against files of
+//! an earlier spec.
 
 use std::sync::Arc;
 
@@ -201,13 +202,23 @@ pub fn equality_deletes_refused(table: &LoadedTable) -> Option<String> {
                 .to_string()
         })
         .collect();
-    (!outside.is_empty()).then(|| {
-        format!(
+    let by_position = "so Floe removes old rows of this table by position only \
+                       (tables.deletes = \"position\", with a key index that fits \
+                       tables.index_memory)";
+    if !outside.is_empty() {
+        return Some(format!(
             "the table is partitioned by {} outside the primary key ({}): an equality delete \
-             reaches only rows of its own partition, so Floe removes old rows of this table by \
-             position only (tables.deletes = \"position\", with a key index that fits \
-             tables.index_memory)",
+             reaches only rows of its own partition, {by_position}",
             outside.join(", "),
+            describe(spec, schema)
+        ));
+    }
+    // A partitioned equality delete reaches only files of its own spec.
+    let specs = metadata.partition_specs_iter().count();
+    (!spec.is_unpartitioned() && specs > 1).then(|| {
+        format!(
+            "the table has had {specs} partition specs: an equality delete written under the \
+             current one ({}) does not reach rows written under another, {by_position}",
             describe(spec, schema)
         )
     })
