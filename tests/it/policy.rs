@@ -11,7 +11,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::runtime::{Setup, Target, block_on, model, produce, wait_exit};
+use crate::runtime::{Setup, Target, block_on, model, produce};
 
 /// One bad record: what it is, its key and value bytes, and the offset it was written at.
 struct Bad {
@@ -232,7 +232,7 @@ fn fail_policy_stops_at_the_first_bad_record_having_committed_all_before_it() {
     let bad = produce_with_bad_records(&s);
     let first = bad[0].offset;
     let mut floe = s.start("a");
-    let status = wait_exit(&mut floe, Duration::from_secs(90));
+    let status = s.wait_exit(&mut floe, "a", Duration::from_secs(90));
     let log = s.log("a");
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
@@ -245,7 +245,7 @@ fn fail_policy_stops_at_the_first_bad_record_having_committed_all_before_it() {
     // Run again: it stops at the same record, and changes nothing.
     let mut again = s.start("b");
     assert_eq!(
-        wait_exit(&mut again, Duration::from_secs(90)).code(),
+        s.wait_exit(&mut again, "b", Duration::from_secs(90)).code(),
         Some(1)
     );
     assert!(s.log("b").contains(&format!("{}/0@{first}", s.topic)));

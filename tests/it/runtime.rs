@@ -626,6 +626,17 @@ table = "{table}"
         panic!("{what:?} never logged {count} times:\n{}", self.log(tag));
     }
 
+    /// Waits for the process started as `tag` to exit; when it does not within `within`, kills
+    /// it and fails with its log.
+    pub(crate) fn wait_exit(&self, child: &mut Child, tag: &str, within: Duration) -> ExitStatus {
+        try_wait_exit(child, within).unwrap_or_else(|| {
+            panic!(
+                "floe {tag} did not exit within {within:?}; its log:\n{}",
+                self.log(tag)
+            )
+        })
+    }
+
     pub(crate) fn log(&self, tag: &str) -> String {
         std::fs::read_to_string(self.root.join(format!("floe-{tag}.log"))).unwrap_or_default()
     }
@@ -809,14 +820,21 @@ pub(crate) fn signal(child: &Child, sig: &str) {
 }
 
 pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
+    try_wait_exit(child, within).unwrap_or_else(|| panic!("floe did not exit within {within:?}"))
+}
+
+/// The process's exit status, or None (and the process killed) when it has not exited within
+/// `within`.
+pub(crate) fn try_wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return status;
+            return Some(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("floe did not exit within {within:?}");
+            let _ = child.wait();
+            return None;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
