@@ -124,6 +124,14 @@ pub async fn write_data_files(
         settings,
         format!("{commit_id}-data"),
     )?);
+    write_groups(&builder, groups).await
+}
+
+/// Writes each group of rows with a writer of its own partition, one group after another.
+async fn write_groups<B: IcebergWriterBuilder>(
+    builder: &B,
+    groups: Vec<(Option<PartitionKey>, RecordBatch)>,
+) -> Result<Vec<DataFile>, FileError> {
     let mut files = Vec::new();
     for (key, rows) in groups {
         let mut writer = builder.build(key).await.map_err(FileError::from)?;
@@ -203,13 +211,7 @@ pub async fn write_equality_deletes(
     let groups = Splitter::new(table)
         .and_then(|s| s.split(rows))
         .map_err(FileError::permanent)?;
-    let mut files = Vec::new();
-    for (key, rows) in groups {
-        let mut writer = builder.build(key).await.map_err(FileError::from)?;
-        writer.write(rows).await.map_err(FileError::from)?;
-        files.extend(writer.close().await.map_err(FileError::from)?);
-    }
-    Ok(files)
+    write_groups(&builder, groups).await
 }
 
 /// Writes position deletes (sorted by file and position) of data files of one partition (`key`,

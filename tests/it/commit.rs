@@ -327,6 +327,14 @@ impl Backend {
     }
 
     async fn duckdb(&self, table: &str, columns: Option<&str>) -> Value {
+        match columns {
+            Some(columns) => self.duckdb_with(table, &["--columns", columns]).await,
+            None => self.duckdb_with(table, &[]).await,
+        }
+    }
+
+    /// DuckDB's read of the table ordered by id, with `extra` options of `iceberg_read.py`.
+    async fn duckdb_with(&self, table: &str, extra: &[&str]) -> Value {
         let mut args = vec![
             "duckdb".to_string(),
             "--metadata".into(),
@@ -334,9 +342,7 @@ impl Backend {
             "--order-by".into(),
             "id".into(),
         ];
-        if let Some(columns) = columns {
-            args.extend(["--columns".into(), columns.into()]);
-        }
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(self.s3_args());
         read(&args)
     }
@@ -1761,20 +1767,11 @@ impl Backend {
     /// DuckDB's rows (id, name, ts), with `filter` as a WHERE clause; then also the number of
     /// files its plan read with and without it.
     async fn duckdb_ts(&self, table: &str, filter: Option<&str>) -> Value {
-        let mut args = vec![
-            "duckdb".to_string(),
-            "--metadata".into(),
-            self.metadata_location(table).await,
-            "--order-by".into(),
-            "id".into(),
-            "--columns".into(),
-            "id,name,ts".into(),
-        ];
+        let mut extra = vec!["--columns", "id,name,ts"];
         if let Some(filter) = filter {
-            args.extend(["--filter".into(), filter.into()]);
+            extra.extend(["--filter", filter]);
         }
-        args.extend(self.s3_args());
-        read(&args)
+        self.duckdb_with(table, &extra).await
     }
 }
 
