@@ -1,12 +1,18 @@
-//! The consumer context: forwards rebalance events to the main loop, and pauses newly assigned
-//! partitions until the loop has positioned them at the offsets their tables hold. librdkafka
-//! calls it from inside a poll, so it must not block, spawn or panic; pausing only queues a
-//! request inside librdkafka.
+//! The consumer context: forwards rebalance events to the main loop. librdkafka calls it from
+//! inside a poll, so it must not block, spawn or panic.
+//!
+//! It does not pause newly assigned partitions. A pause (or resume) sent while librdkafka is
+//! still starting a partition's fetcher can make librdkafka drop that start (the pause takes a
+//! newer op version, and the start is then discarded as outdated), and the partition is never
+//! fetched, without an error. The loop positions every assigned partition with a seek first
+//! (a seek that succeeds means the fetcher has started); records fetched before the seek are
+//! discarded by librdkafka as outdated, and the loop does not poll between the rebalance and
+//! the seeks.
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Statistics};
 use tokio::sync::Notify;
 
@@ -17,9 +23,6 @@ pub enum RebalanceEvent {
     Assigned(Vec<(String, i32)>),
     Revoked(Vec<(String, i32)>),
     Error(String),
-    /// Assigned partitions could not be paused: their records would arrive before the loop
-    /// positions them, so the run must stop.
-    PauseFailed(String),
 }
 
 pub struct RebalanceForwarder {
@@ -80,16 +83,5 @@ impl ConsumerContext for RebalanceForwarder {
             Rebalance::Assign(tpl) => RebalanceEvent::Assigned(list(tpl)),
             Rebalance::Error(e) => RebalanceEvent::Error(e.to_string()),
         });
-    }
-
-    /// Newly assigned partitions stay paused until the main loop has sought each one to the
-    /// offset its table holds (the group's committed offset may be older, or gone).
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance
-            && tpl.count() > 0
-            && let Err(e) = consumer.pause(tpl)
-        {
-            self.send(RebalanceEvent::PauseFailed(e.to_string()));
-        }
     }
 }

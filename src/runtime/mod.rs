@@ -6,11 +6,12 @@
 //! (and so stays in the group) while flushes and commits run. Group offsets are committed to
 //! Kafka only after the table commit that holds them.
 //!
-//! Exactly once: the table is the record of what was applied. Every assigned partition starts
-//! paused; the loop reads the offsets its table holds (`floe.offsets.<group>`), seeks there and
-//! only then resumes it, so neither an older group offset nor a missing one (expired, or reset
-//! to `latest`) decides where reading starts. Partitions a table holds nothing for start at the
-//! group's committed offset, or at `start_from`. The commit engine still drops every re-read
+//! Exactly once: the table is the record of what was applied. On every assignment, before it
+//! reads again, the loop reads the offsets each table holds (`floe.offsets.<group>`) and seeks
+//! each assigned partition there (what librdkafka fetched before the seek is discarded), so
+//! neither an older group offset nor a missing one (expired, or reset to `latest`) decides
+//! where reading starts. Partitions a table holds nothing for are sought to the group's
+//! committed offset, or to `start_from`. The commit engine still drops every re-read
 //! change the table already holds, and group offsets are committed only after the table commit.
 //!
 //! Rebalances are a protocol, not a callback side effect: the consumer context only forwards

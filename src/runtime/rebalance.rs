@@ -1,7 +1,7 @@
 //! Rebalances: revoked partitions lose their uncommitted work (whoever owns them next re-reads
-//! it from the offsets the tables hold); assigned partitions stay paused until each is sought
-//! to the offset its table holds.
-
+//! it from the offsets the tables hold); every assigned partition is sought to where its table
+//! ends (else to the group's offset or `start_from`) before the loop reads from it again, and
+//! only then paused or resumed (see [`super::context`] for why not earlier).
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -42,11 +42,6 @@ impl Runtime {
                     self.metrics.set_ready(true);
                 }
                 RebalanceEvent::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-                RebalanceEvent::PauseFailed(e) => {
-                    return Err(RuntimeError::Setup(format!(
-                        "could not pause newly assigned partitions: {e}"
-                    )));
-                }
             }
         }
         Ok(())
@@ -62,10 +57,16 @@ impl Runtime {
         self.update_buffer_gauges();
     }
 
-    /// Seeks each newly assigned (and paused) partition to the next offset its table needs,
-    /// then resumes them all. A partition its table holds no offset for keeps the position
-    /// librdkafka chose (the group's committed offset, else `start_from`; a `latest` start is
-    /// pinned in the group at once, see [`Runtime::pin_latest`]).
+    /// Seeks each newly assigned partition to the next offset its table needs; a partition its
+    /// table holds no offset for is sought to the group's committed offset, else to
+    /// `kafka.start_from` (a `latest` start is pinned in the group at once, see
+    /// [`Runtime::start_unheld`]). Then resumes them all (a partition this process paused under
+    /// an earlier assignment stays paused in librdkafka until resumed), or pauses them with the
+    /// rest while the window is full.
+    ///
+    /// Every partition gets a seek, even where librdkafka would start at the same place: a
+    /// seek succeeds only once librdkafka has started fetching the partition, and a pause or
+    /// resume sent before that can make it drop the start for good.
     pub(super) async fn start_at_table_offsets(
         &mut self,
         partitions: &[(String, i32)],
@@ -77,29 +78,35 @@ impl Runtime {
                 .or_default()
                 .push((topic, *partition));
         }
-        let mut resume = TopicPartitionList::new();
         let mut positioned = CommittedOffsets::default();
         let mut unheld = Vec::new();
         for (table, parts) in by_table {
             let held = self.table_offsets(&table).await?;
             for (topic, partition) in parts {
                 if let Some(next) = held.get(topic, partition) {
-                    self.seek_when_started(topic, partition, next).await?;
+                    self.seek_when_started(topic, partition, Offset::Offset(next))
+                        .await?;
                     positioned.advance(topic, partition, next);
                     tracing::info!(%table, topic, partition, offset = next, "starting at the table's offset");
                 } else {
                     unheld.push((topic, partition));
                 }
-                resume.add_partition(topic, partition);
             }
         }
-        if self.config.kafka.start_from == StartFrom::Latest {
-            self.pin_latest(&unheld, &mut positioned).await?;
+        self.start_unheld(&unheld, &mut positioned).await?;
+        let mut assigned = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            if self.is_assigned(topic, *partition) {
+                assigned.add_partition(topic, *partition);
+            }
         }
         match &mut self.paused {
             // While the window is full, the new partitions wait with the rest of the assignment.
-            Some(held) => held.extend(partitions.iter().cloned()),
-            None => self.consumer.resume(&resume)?,
+            Some(held) => {
+                self.consumer.pause(&assigned)?;
+                held.extend(partitions.iter().cloned());
+            }
+            None => self.consumer.resume(&assigned)?,
         }
         // The group learns what the tables hold (a crash may have kept it from hearing), so
         // its lag is right even before anything new arrives.
@@ -107,11 +114,12 @@ impl Runtime {
         Ok(())
     }
 
-    /// With `start_from = "latest"`, a partition that neither its table nor the group holds an
-    /// offset for starts at its current end, and the group is told so at once: otherwise a
-    /// member that dies or loses the partition before its table's first commit leaves the next
-    /// owner starting at a later end, and what came between is never read.
-    pub(super) async fn pin_latest(
+    /// Seeks partitions that neither their table holds an offset for: to the group's committed
+    /// offset, else to `kafka.start_from`. With `latest`, the partition's current end is
+    /// sought and the group told so at once (added to `positioned`): otherwise a member that
+    /// dies or loses the partition before its table's first commit leaves the next owner
+    /// starting at a later end, and what came between is never read.
+    pub(super) async fn start_unheld(
         &self,
         partitions: &[(&str, i32)],
         positioned: &mut CommittedOffsets,
@@ -120,40 +128,71 @@ impl Runtime {
             return Ok(());
         }
         let consumer = self.consumer.clone();
+        let latest = self.config.kafka.start_from == StartFrom::Latest;
         let wanted: Vec<(String, i32)> = partitions
             .iter()
             .map(|(t, p)| (t.to_string(), *p))
             .collect();
         // Both calls block on the broker: off the async thread.
-        let ends = tokio::task::spawn_blocking(move || {
+        let starts = tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
             for (topic, partition) in &wanted {
                 tpl.add_partition(topic, *partition);
             }
             let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
-            let mut ends = Vec::new();
+            let mut starts = Vec::new();
             for (topic, partition) in wanted {
-                let has_offset = committed
+                let start = match committed
                     .find_partition(&topic, partition)
-                    .is_some_and(|p| matches!(p.offset(), Offset::Offset(_)));
-                if !has_offset {
-                    let (_, high) = consumer.fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)?;
-                    ends.push((topic, partition, high));
-                }
+                    .map(|p| p.offset())
+                {
+                    Some(Offset::Offset(next)) => Start::Committed(next),
+                    _ if latest => {
+                        let (_, high) =
+                            consumer.fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)?;
+                        Start::End(high)
+                    }
+                    _ => Start::Beginning,
+                };
+                starts.push((topic, partition, start));
             }
-            Ok::<_, rdkafka::error::KafkaError>(ends)
+            Ok::<_, rdkafka::error::KafkaError>(starts)
         })
         .await
-        .map_err(|e| RuntimeError::Setup(format!("reading partition ends: {e}")))??;
-        for (topic, partition, end) in ends {
-            self.seek_when_started(&topic, partition, end).await?;
-            positioned.advance(&topic, partition, end);
-            tracing::info!(
-                topic,
-                partition,
-                offset = end,
-                "starting at the partition's end (start_from = latest); the group holds it from now"
-            );
+        .map_err(|e| RuntimeError::Setup(format!("reading the group's offsets: {e}")))??;
+        for (topic, partition, start) in starts {
+            match start {
+                Start::Committed(next) => {
+                    self.seek_when_started(&topic, partition, Offset::Offset(next))
+                        .await?;
+                    tracing::info!(
+                        topic,
+                        partition,
+                        offset = next,
+                        "starting at the group's offset (the table holds none for this partition)"
+                    );
+                }
+                Start::End(end) => {
+                    self.seek_when_started(&topic, partition, Offset::Offset(end))
+                        .await?;
+                    positioned.advance(&topic, partition, end);
+                    tracing::info!(
+                        topic,
+                        partition,
+                        offset = end,
+                        "starting at the partition's end (start_from = latest); the group holds it from now"
+                    );
+                }
+                Start::Beginning => {
+                    self.seek_when_started(&topic, partition, Offset::Beginning)
+                        .await?;
+                    tracing::info!(
+                        topic,
+                        partition,
+                        "starting at the partition's beginning (start_from = earliest)"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -191,16 +230,14 @@ impl Runtime {
         &self,
         topic: &str,
         partition: i32,
-        next: i64,
+        offset: Offset,
     ) -> Result<(), RuntimeError> {
         let deadline = Instant::now() + SEEK_TIMEOUT;
         loop {
-            match self.consumer.seek(
-                topic,
-                partition,
-                Offset::Offset(next),
-                Duration::from_secs(5),
-            ) {
+            match self
+                .consumer
+                .seek(topic, partition, offset, Duration::from_secs(5))
+            {
                 Ok(()) => return Ok(()),
                 // A later rebalance took it away again; its event is next in the queue.
                 Err(_) if !self.is_assigned(topic, partition) => return Ok(()),
@@ -210,10 +247,20 @@ impl Runtime {
                 }
                 Err(e) => {
                     return Err(RuntimeError::Setup(format!(
-                        "could not seek {topic} [{partition}] to offset {next}, the offset its table holds, within {SEEK_TIMEOUT:?}: {e}"
+                        "could not seek {topic} [{partition}] to {offset:?} within {SEEK_TIMEOUT:?}: {e}"
                     )));
                 }
             }
         }
     }
+}
+
+/// Where a partition its table holds nothing for starts.
+enum Start {
+    /// The group's committed offset.
+    Committed(i64),
+    /// The partition's end when it was assigned (`start_from = latest`).
+    End(i64),
+    /// The partition's first offset (`start_from = earliest`).
+    Beginning,
 }
