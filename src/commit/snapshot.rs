@@ -94,13 +94,27 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         merge_counts = (manifests.len(), 0, 0);
     }
 
+    // Everything replaced: the base's live files are recorded as deleted by this snapshot,
+    // so that expiry removes them once no kept snapshot needs them. Files written under an
+    // earlier partition spec cannot go in this spec's manifests: then the snapshot only says
+    // how much was removed, and those files are left for orphan removal (`floe maintain`).
+    let mut removed_all = false;
+    if files.replace_all && metadata.current_snapshot().is_some() {
+        let (data, deletes) = live_files(base).await?;
+        let spec_id = out.spec.spec_id();
+        let of_this_spec = data.iter().chain(&deletes).all(|l| l.spec_id == spec_id);
+        if of_this_spec {
+            let removed: Vec<LiveFile> = data.into_iter().chain(deletes).collect();
+            manifests.extend(out.write_removed(&removed, &mut summary).await?);
+        } else {
+            removed_all = true;
+        }
+    }
     let mut offsets =
         CommittedOffsets::of_table(metadata, files.group).map_err(FileError::permanent)?;
     offsets.merge(files.offsets);
     let mut properties = summary.build();
-    if files.replace_all
-        && let Some(parent) = metadata.current_snapshot()
-    {
+    if removed_all && let Some(parent) = metadata.current_snapshot() {
         removed_everything(&mut properties, &parent.summary().additional_properties);
     }
     add_totals(
@@ -133,6 +147,8 @@ pub struct LiveFile {
     pub file: DataFile,
     pub sequence_number: i64,
     pub file_sequence_number: Option<i64>,
+    /// The partition spec of the manifest that lists it.
+    pub spec_id: i32,
 }
 
 /// The live data and delete files of the table's current snapshot.
@@ -153,6 +169,7 @@ pub async fn live_files(base: &LoadedTable) -> Result<(Vec<LiveFile>, Vec<LiveFi
                 file: entry.data_file().clone(),
                 sequence_number,
                 file_sequence_number: Some(entry.file_sequence_number.unwrap_or(sequence_number)),
+                spec_id: m.partition_spec_id,
             };
             match live.file.content_type() {
                 DataContentType::Data => data.push(live),
@@ -191,31 +208,7 @@ pub async fn plan_replace(
         let new = added.iter().filter(|f| is_data(f) == data);
         manifests.extend(out.write_added(content, new, &mut summary).await?);
     }
-    for (content, data) in [
-        (ManifestContentType::Data, true),
-        (ManifestContentType::Deletes, false),
-    ] {
-        let gone: Vec<&LiveFile> = removed
-            .iter()
-            .filter(|l| is_data(&l.file) == data)
-            .collect();
-        if gone.is_empty() {
-            continue;
-        }
-        let mut writer = out.writer(content)?;
-        for live in gone {
-            summary.remove_file(&live.file, out.schema.clone(), out.spec.clone());
-            writer
-                .add_delete_file(
-                    live.file.clone(),
-                    live.sequence_number,
-                    live.file_sequence_number,
-                )
-                .map_err(err)?;
-        }
-        manifests.push(writer.write_manifest_file().await.map_err(err)?);
-        out.next += 1;
-    }
+    manifests.extend(out.write_removed(removed, &mut summary).await?);
     let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
     let mut properties = summary.build();
     add_totals(
@@ -489,6 +482,43 @@ impl<'a> ManifestOut<'a> {
     }
 
     /// A writer for the snapshot's next manifest.
+    /// Manifests recording `removed` (live files of the base) as deleted by this snapshot,
+    /// one for data files and one for delete files; none when there are none. Expiry finds
+    /// the files there once no kept snapshot needs them.
+    async fn write_removed(
+        &mut self,
+        removed: &[LiveFile],
+        summary: &mut SnapshotSummaryCollector,
+    ) -> Result<Vec<ManifestFile>, FileError> {
+        let mut manifests = Vec::new();
+        for (content, data) in [
+            (ManifestContentType::Data, true),
+            (ManifestContentType::Deletes, false),
+        ] {
+            let gone: Vec<&LiveFile> = removed
+                .iter()
+                .filter(|l| (l.file.content_type() == DataContentType::Data) == data)
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let mut writer = self.writer(content)?;
+            for live in gone {
+                summary.remove_file(&live.file, self.schema.clone(), self.spec.clone());
+                writer
+                    .add_delete_file(
+                        live.file.clone(),
+                        live.sequence_number,
+                        live.file_sequence_number,
+                    )
+                    .map_err(err)?;
+            }
+            manifests.push(writer.write_manifest_file().await.map_err(err)?);
+            self.next += 1;
+        }
+        Ok(manifests)
+    }
+
     fn writer(&self, content: ManifestContentType) -> Result<ManifestWriter, FileError> {
         let path = format!(
             "{}/{}-{}-m{}.avro",
