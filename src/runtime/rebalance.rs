@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::context::RebalanceEvent;
+use super::context::{RebalanceEvent, RebalanceForwarder};
 use super::{KAFKA_TIMEOUT, Runtime, RuntimeError, SEEK_TIMEOUT};
 use crate::commit::{CommitError, CommittedOffsets};
 use crate::config::{StartFrom, TableName};
@@ -133,33 +133,31 @@ impl Runtime {
             .iter()
             .map(|(t, p)| (t.to_string(), *p))
             .collect();
-        // Both calls block on the broker: off the async thread.
-        let starts = tokio::task::spawn_blocking(move || {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition) in &wanted {
-                tpl.add_partition(topic, *partition);
-            }
-            let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
-            let mut starts = Vec::new();
-            for (topic, partition) in wanted {
-                let start = match committed
-                    .find_partition(&topic, partition)
-                    .map(|p| p.offset())
-                {
-                    Some(Offset::Offset(next)) => Start::Committed(next),
-                    _ if latest => {
-                        let (_, high) =
-                            consumer.fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)?;
-                        Start::End(high)
+        // Both calls block on the broker: off the async thread, and tried again a few times
+        // (the broker may be changing its coordinator during the rebalance).
+        const RETRIES: Backoff =
+            Backoff::new(Duration::from_millis(500), Duration::from_secs(8), 5);
+        let starts = RETRIES
+            .retry(
+                || {
+                    let consumer = consumer.clone();
+                    let wanted = wanted.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || starts_of(&consumer, wanted, latest))
+                            .await
+                            .map_err(|e| {
+                                RuntimeError::Setup(format!("reading the group's offsets: {e}"))
+                            })?
+                            .map_err(RuntimeError::Kafka)
                     }
-                    _ => Start::Beginning,
-                };
-                starts.push((topic, partition, start));
-            }
-            Ok::<_, rdkafka::error::KafkaError>(starts)
-        })
-        .await
-        .map_err(|e| RuntimeError::Setup(format!("reading the group's offsets: {e}")))??;
+                },
+                |e| matches!(e, RuntimeError::Kafka(_)),
+                |e, wait| {
+                    self.metrics.error("assign", "retryable");
+                    tracing::warn!(error = %e, retry_in = ?wait, "reading the group's offsets failed; retrying");
+                },
+            )
+            .await?;
         for (topic, partition, start) in starts {
             match start {
                 Start::Committed(next) => {
@@ -253,6 +251,36 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Where each of `wanted` starts: the group's committed offset, else (with `latest`) the
+/// partition's end, else its beginning. Blocks on the broker.
+fn starts_of(
+    consumer: &StreamConsumer<RebalanceForwarder>,
+    wanted: Vec<(String, i32)>,
+    latest: bool,
+) -> Result<Vec<(String, i32, Start)>, rdkafka::error::KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in &wanted {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
+    let mut starts = Vec::new();
+    for (topic, partition) in wanted {
+        let start = match committed
+            .find_partition(&topic, partition)
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(next)) => Start::Committed(next),
+            _ if latest => {
+                let (_, high) = consumer.fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)?;
+                Start::End(high)
+            }
+            _ => Start::Beginning,
+        };
+        starts.push((topic, partition, start));
+    }
+    Ok(starts)
 }
 
 /// Where a partition its table holds nothing for starts.
