@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub errors: RawErrors,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub maintenance: RawMaintenance,
 }
 
 impl RawConfig {
@@ -478,6 +480,28 @@ impl Default for RawMetrics {
             listen: default_metrics_listen(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default = "default_orphans_older_than", with = "humantime_serde")]
+    pub orphans_older_than: Duration,
+}
+
+impl Default for RawMaintenance {
+    fn default() -> Self {
+        RawMaintenance {
+            interval: None,
+            orphans_older_than: default_orphans_older_than(),
+        }
+    }
+}
+
+fn default_orphans_older_than() -> Duration {
+    Duration::from_secs(3 * 86_400)
 }
 
 fn default_true() -> bool {

@@ -614,3 +614,31 @@ fn the_incremental_consumer_group_protocol_is_refused() {
     ))
     .unwrap();
 }
+
+#[test]
+fn background_maintenance_is_off_unless_an_interval_is_given_and_never_takes_young_files() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.maintenance.interval, None);
+    assert_eq!(
+        c.maintenance.orphans_older_than,
+        Duration::from_secs(3 * 86_400)
+    );
+    let c = load(&format!(
+        "{MINIMAL}\n[maintenance]\ninterval = \"6h\"\norphans_older_than = \"2h\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.maintenance.interval, Some(Duration::from_secs(6 * 3600)));
+    assert_eq!(c.maintenance.orphans_older_than, Duration::from_secs(7200));
+    for (text, key) in [
+        ("interval = \"0s\"", "maintenance.interval"),
+        (
+            "orphans_older_than = \"10m\"",
+            "maintenance.orphans_older_than",
+        ),
+    ] {
+        let e = load(&format!("{MINIMAL}\n[maintenance]\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{e}");
+    }
+}

@@ -15,8 +15,8 @@ pub use super::raw::{
     StartFrom, VariableScaleDecimalAs,
 };
 use super::raw::{
-    RawCatalog, RawConfig, RawErrors, RawFlush, RawKafka, RawStaging, RawTableOverride, RawTables,
-    Scalar, StringOrList,
+    RawCatalog, RawConfig, RawErrors, RawFlush, RawKafka, RawMaintenance, RawStaging,
+    RawTableOverride, RawTables, Scalar, StringOrList,
 };
 use super::{ConfigError, Secret};
 
@@ -30,6 +30,7 @@ pub struct Config {
     pub flush: FlushConfig,
     pub errors: ErrorsConfig,
     pub metrics: MetricsConfig,
+    pub maintenance: MaintenanceConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -456,6 +457,16 @@ pub enum ErrorsConfig {
     Dlq { topic: String },
 }
 
+/// Background maintenance in `floe run` (what `floe maintain` does), for catalogs that do not
+/// maintain their tables themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct MaintenanceConfig {
+    /// How often each table is compacted and its orphan files removed; `None`: never.
+    pub interval: Option<Duration>,
+    /// Files no snapshot references are deleted once older than this.
+    pub orphans_older_than: Duration,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsConfig {
     pub enabled: bool,
@@ -481,12 +492,34 @@ impl RawConfig {
                 enabled: self.metrics.enabled,
                 listen: self.metrics.listen,
             },
+            maintenance: validate_maintenance(self.maintenance)?,
             kafka,
             catalog,
             staging,
             errors,
         })
     }
+}
+
+fn validate_maintenance(raw: RawMaintenance) -> Result<MaintenanceConfig, ConfigError> {
+    if raw.interval.is_some_and(|i| i.is_zero()) {
+        return Err(ConfigError::invalid(
+            "maintenance.interval",
+            "must be longer than zero (leave it out to turn background maintenance off)",
+        ));
+    }
+    // Floe's own commits write their files before the snapshot that lists them: a file that
+    // young is not an orphan.
+    if raw.orphans_older_than < Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "maintenance.orphans_older_than",
+            "must be at least 1h: files of a commit in progress are not referenced yet",
+        ));
+    }
+    Ok(MaintenanceConfig {
+        interval: raw.interval,
+        orphans_older_than: raw.orphans_older_than,
+    })
 }
 
 fn validate_kafka(raw: RawKafka) -> Result<KafkaConfig, ConfigError> {

@@ -23,6 +23,7 @@ mod backfill;
 mod context;
 mod decoding;
 pub(crate) mod fault;
+mod maintenance;
 mod rebalance;
 mod round;
 mod window;
@@ -117,6 +118,8 @@ pub struct Runtime {
     committed: HashMap<TableName, Committed>,
     metrics: Arc<Metrics>,
     event_counters: EventCounters,
+    /// The tables this run writes, for background maintenance.
+    written: maintenance::Tables,
 }
 
 /// Totals of one table's commits in this process.
@@ -171,6 +174,7 @@ impl Runtime {
         }
         let policy = ErrorPolicy::new(&config.errors, &config.kafka)?;
         let mut decoder = Decoder::new(&config.decode, &config.tables);
+        let written = maintenance::Tables::default();
         // Existing tables tell the decoder their column types (for records without a schema)
         // and field ids; tables of regex-selected topics are registered on their first commit.
         if let TopicSelection::List(topics) = &config.kafka.topics {
@@ -180,6 +184,9 @@ impl Runtime {
                     .route(topic)
                     .map_err(|e| RuntimeError::Setup(format!("topic {topic}: {e}")))?;
                 register_table(&engine, &mut decoder, &table).await?;
+                if let Ok(mut written) = written.lock() {
+                    written.insert(table);
+                }
             }
         }
         Ok(Runtime {
@@ -202,6 +209,7 @@ impl Runtime {
             committed: HashMap::new(),
             metrics,
             event_counters: EventCounters::default(),
+            written,
         })
     }
 
@@ -245,6 +253,13 @@ impl Runtime {
             None
         };
         tracing::info!(group = %self.config.kafka.group_id, catalog = self.config.catalog.kind(), "floe run started");
+        let maintenance = maintenance::spawn(
+            self.engine.clone(),
+            self.written.clone(),
+            self.config.maintenance,
+            self.metrics.clone(),
+        )
+        .map_err(|e| RuntimeError::Setup(format!("starting background maintenance: {e}")))?;
         let mut flush_tick = tokio::time::interval(tick_of(self.config.flush.interval));
         let mut commit_tick = tokio::time::interval(self.config.flush.commit_interval);
         commit_tick.tick().await;
@@ -297,6 +312,7 @@ impl Runtime {
             }
         };
         self.metrics.set_ready(false);
+        drop(maintenance);
         let result = self.finish(outcome).await;
         if let Some(server) = server {
             server.abort();

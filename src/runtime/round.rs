@@ -376,6 +376,11 @@ impl Runtime {
             let table = work.spec.name.clone();
             match settled {
                 Settled::Committed(done) => {
+                    if done.committed
+                        && let Ok(mut written) = self.written.lock()
+                    {
+                        written.insert(table.clone());
+                    }
                     if done.committed {
                         self.summary.commits += 1;
                         self.summary.rows_written += done.rows;

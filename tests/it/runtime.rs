@@ -1172,6 +1172,50 @@ fn floe_maintain_beside_floe_run_compacts_and_loses_nothing() {
     s.ends_exact(&model(200, Some(5)), &mut floe, "a", 2);
 }
 
+/// `maintenance.interval`: `floe run` compacts its table itself, beside its own commits.
+#[test]
+fn background_maintenance_compacts_beside_the_commits_and_loses_nothing() {
+    let s = Setup::new(
+        "run_bg_maintain",
+        "interval = \"500ms\"\ncommit_interval = \"1s\"",
+    );
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str("\n[maintenance]\ninterval = \"2s\"\n");
+    std::fs::write(&s.config, config).unwrap();
+    let mut floe = s.stream_sample(200, 2);
+    // The snapshots' operations, read from the table's metadata file.
+    let operations = || -> Vec<String> {
+        let location = s
+            .target
+            .metadata_location(&s.root, s.target.namespace(), "customers")
+            .unwrap();
+        let metadata: Value =
+            serde_json::from_str(&std::fs::read_to_string(&location).unwrap()).unwrap();
+        metadata["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["summary"]["operation"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut version = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // Updates keep coming while the table is compacted in the background.
+    while !operations().iter().any(|o| o == "replace") {
+        assert!(
+            Instant::now() < deadline,
+            "no compaction: {:?}\n{}",
+            operations(),
+            s.log("a")
+        );
+        version += 1;
+        produce(&s.brokers, &s.topic, 200, 2, Some(version));
+        s.wait_for(&model(200, Some(version)), &mut floe, "a");
+    }
+    produce(&s.brokers, &s.topic, 200, 2, Some(version + 1));
+    s.ends_exact(&model(200, Some(version + 1)), &mut floe, "a", 2);
+}
+
 #[test]
 fn soft_deletes_keep_deleted_rows_marked_with_their_last_values() {
     let s = Setup::new("run_soft", "interval = \"500ms\"\ncommit_interval = \"1s\"");
