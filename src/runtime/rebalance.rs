@@ -2,6 +2,7 @@
 //! it from the offsets the tables hold); every assigned partition is sought to where its table
 //! ends (else to the group's offset or `start_from`) before the loop reads from it again, and
 //! only then paused or resumed (see [`super::context`] for why not earlier).
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -94,9 +95,11 @@ impl Runtime {
             }
         }
         self.start_unheld(&unheld, &mut positioned).await?;
+        // A later rebalance may already have taken some away (its event is next in the queue).
+        let current = self.consumer.assignment()?;
         let mut assigned = TopicPartitionList::new();
         for (topic, partition) in partitions {
-            if self.is_assigned(topic, *partition) {
+            if current.find_partition(topic, *partition).is_some() {
                 assigned.add_partition(topic, *partition);
             }
         }
@@ -114,8 +117,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Seeks partitions that neither their table holds an offset for: to the group's committed
-    /// offset, else to `kafka.start_from`. With `latest`, the partition's current end is
+    /// Seeks partitions their table holds no offset for: to the group's committed offset, else
+    /// to `kafka.start_from`. With `latest`, the partition's current end is
     /// sought and the group told so at once (added to `positioned`): otherwise a member that
     /// dies or loses the partition before its table's first commit leaves the next owner
     /// starting at a later end, and what came between is never read.
