@@ -204,41 +204,36 @@ pub fn maintain(
         let engine = crate::commit::CommitEngine::new(catalog, settings);
         let mut failed = 0usize;
         for name in &names {
-            match engine.exists(name).await {
-                Ok(false) => {
+            let done = match engine.maintain(name, orphans_older_than).await {
+                Ok(Some(done)) => done,
+                Ok(None) => {
                     println!("{name}: does not exist yet");
                     continue;
                 }
-                Ok(true) => {}
                 Err(e) => {
                     println!("{name}: failed: {e}");
                     failed += 1;
                     continue;
                 }
-            }
-            match engine.compact(name).await {
-                Ok(c) if c.snapshot_id.is_none() => println!(
+            };
+            let c = &done.compacted;
+            match c.snapshot_id {
+                None => println!(
                     "{name}: compact already ({} data files, {} delete files)",
                     c.data_files_before, c.delete_files_before
                 ),
-                Ok(c) => println!(
+                Some(snapshot) => println!(
                     "{name}: {} data files and {} delete files rewritten into {} data files \
-                     ({} rows), snapshot {}; {} old snapshots expired, {} files deleted",
+                     ({} rows), snapshot {snapshot}; {} old snapshots expired, {} files deleted",
                     c.data_files_before,
                     c.delete_files_before,
                     c.data_files_after,
                     c.rows,
-                    c.snapshot_id.unwrap_or_default(),
                     c.expired_snapshots,
                     c.removed_files
                 ),
-                Err(e) => {
-                    println!("{name}: failed: {e}");
-                    failed += 1;
-                    continue;
-                }
             }
-            match engine.remove_orphans(name, orphans_older_than).await {
+            match done.orphans {
                 Ok(Some((found, deleted))) => println!(
                     "{name}: {found} orphan files older than {} found, {deleted} deleted",
                     humantime::format_duration(orphans_older_than)

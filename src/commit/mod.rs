@@ -209,6 +209,15 @@ pub struct Compacted {
     pub removed_files: usize,
 }
 
+/// What maintaining a table did (`floe maintain`, or `floe run`'s background maintenance).
+#[derive(Debug)]
+pub struct Maintained {
+    pub compacted: Compacted,
+    /// Orphan files found and deleted (`None` where Floe does not list the table's files), or
+    /// why that failed after the compaction landed.
+    pub orphans: Result<Option<(usize, usize)>, CommitError>,
+}
+
 pub struct CommitEngine {
     catalog: Arc<dyn TableCatalog>,
     settings: CommitSettings,
@@ -653,6 +662,22 @@ impl CommitEngine {
             expired_snapshots,
             removed_files,
         })
+    }
+
+    /// Compacts the table, then removes its orphan files older than `orphans_older_than`.
+    /// `None`: the table does not exist (yet). A failed compaction is the error, and no orphan
+    /// is removed after it.
+    pub async fn maintain(
+        &self,
+        name: &TableName,
+        orphans_older_than: Duration,
+    ) -> Result<Option<Maintained>, CommitError> {
+        if !self.exists(name).await? {
+            return Ok(None);
+        }
+        let compacted = self.compact(name).await?;
+        let orphans = self.remove_orphans(name, orphans_older_than).await;
+        Ok(Some(Maintained { compacted, orphans }))
     }
 
     /// Rewrites the table's rows (deletes applied) into data files of the target size, in one

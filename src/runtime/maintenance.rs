@@ -1,5 +1,5 @@
 //! Background maintenance (`maintenance.interval`): every interval, each table this run writes
-//! is compacted and its orphan files removed, as `floe maintain` does, in a task beside the
+//! is compacted and its orphan files removed, as `floe maintain` does, on a thread beside the
 //! commits. A compaction that meets one of the run's own commits starts over on the new table
 //! (the commit engine retries it); a commit that meets a compaction is retried the same way.
 //! Catalogs that maintain their tables themselves (S3 Tables) get none.
@@ -76,38 +76,34 @@ pub(super) fn spawn(
 /// Compacts one table and removes its orphan files; a failure is logged and counted, and the
 /// next interval tries again.
 async fn maintain(engine: &CommitEngine, name: &TableName, orphans: Duration, metrics: &Metrics) {
-    match engine.exists(name).await {
-        Ok(true) => {}
-        Ok(false) => return,
+    let done = match engine.maintain(name, orphans).await {
+        Ok(Some(done)) => done,
+        Ok(None) => return,
         Err(error) => {
             metrics.error("maintain", "failed");
-            tracing::warn!(table = %name, %error, "maintenance: loading the table failed; trying again at the next interval");
+            tracing::warn!(table = %name, %error, "maintenance: loading or compacting the table failed; trying again at the next interval");
             return;
         }
-    }
-    match engine.compact(name).await {
-        Ok(c) if c.snapshot_id.is_none() => {
-            tracing::debug!(table = %name, data_files = c.data_files_before, "maintenance: compact already");
+    };
+    let c = &done.compacted;
+    match c.snapshot_id {
+        None => {
+            tracing::debug!(table = %name, data_files = c.data_files_before, "maintenance: compact already")
         }
-        Ok(c) => tracing::info!(
+        Some(snapshot) => tracing::info!(
             table = %name,
             data_files_before = c.data_files_before,
             delete_files_before = c.delete_files_before,
             data_files_after = c.data_files_after,
             rows = c.rows,
-            snapshot = c.snapshot_id.unwrap_or_default(),
+            snapshot,
             attempts = c.attempts,
             expired_snapshots = c.expired_snapshots,
             removed_files = c.removed_files,
             "maintenance: compacted"
         ),
-        Err(error) => {
-            metrics.error("maintain", "failed");
-            tracing::warn!(table = %name, %error, "maintenance: compaction failed; trying again at the next interval");
-            return;
-        }
     }
-    match engine.remove_orphans(name, orphans).await {
+    match done.orphans {
         Ok(Some((found, deleted))) if found > 0 => tracing::info!(
             table = %name,
             found,
