@@ -481,7 +481,6 @@ impl<'a> ManifestOut<'a> {
         Ok(Some(manifest))
     }
 
-    /// A writer for the snapshot's next manifest.
     /// Manifests recording `removed` (live files of the base) as deleted by this snapshot,
     /// one for data files and one for delete files; none when there are none. Expiry finds
     /// the files there once no kept snapshot needs them.
@@ -519,6 +518,7 @@ impl<'a> ManifestOut<'a> {
         Ok(manifests)
     }
 
+    /// A writer for the snapshot's next manifest.
     fn writer(&self, content: ManifestContentType) -> Result<ManifestWriter, FileError> {
         let path = format!(
             "{}/{}-{}-m{}.avro",

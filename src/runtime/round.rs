@@ -376,12 +376,10 @@ impl Runtime {
             let table = work.spec.name.clone();
             match settled {
                 Settled::Committed(done) => {
-                    if done.committed
-                        && let Ok(mut written) = self.written.lock()
-                    {
-                        written.insert(table.clone());
-                    }
                     if done.committed {
+                        if let Ok(mut written) = self.written.lock() {
+                            written.insert(table.clone());
+                        }
                         self.summary.commits += 1;
                         self.summary.rows_written += done.rows;
                         let totals = self.committed.entry(table.clone()).or_default();

@@ -537,6 +537,15 @@ table = "{table}"
         }
     }
 
+    /// The current metadata file of the table (local catalog: read from disk).
+    fn local_table_metadata(&self) -> Value {
+        let location = self
+            .target
+            .metadata_location(&self.root, self.target.namespace(), "customers")
+            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&location).unwrap()).unwrap()
+    }
+
     pub(crate) fn start(&self, tag: &str) -> Child {
         self.spawn(&["run"], tag)
     }
@@ -1118,12 +1127,7 @@ fn floe_maintain_beside_floe_run_compacts_and_loses_nothing() {
         s.wait_for(&model(200, Some(version)), &mut floe, "a");
     }
     let files = || {
-        let location = s
-            .target
-            .metadata_location(&s.root, s.target.namespace(), "customers")
-            .unwrap();
-        let metadata: Value =
-            serde_json::from_str(&std::fs::read_to_string(&location).unwrap()).unwrap();
+        let metadata = s.local_table_metadata();
         let current = metadata["current-snapshot-id"].as_i64().unwrap();
         let snapshot = metadata["snapshots"]
             .as_array()
@@ -1185,13 +1189,7 @@ fn background_maintenance_compacts_beside_the_commits_and_loses_nothing() {
     let mut floe = s.stream_sample(200, 2);
     // The snapshots' operations, read from the table's metadata file.
     let operations = || -> Vec<String> {
-        let location = s
-            .target
-            .metadata_location(&s.root, s.target.namespace(), "customers")
-            .unwrap();
-        let metadata: Value =
-            serde_json::from_str(&std::fs::read_to_string(&location).unwrap()).unwrap();
-        metadata["snapshots"]
+        s.local_table_metadata()["snapshots"]
             .as_array()
             .unwrap()
             .iter()
