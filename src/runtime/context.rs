@@ -99,18 +99,19 @@ impl ConsumerContext for RebalanceForwarder {
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect()
         };
-        if let Ok(mut watch) = self.watch.lock() {
-            match rebalance {
-                Rebalance::Assign(tpl) => watch.assigned(list(tpl)),
-                Rebalance::Revoke(tpl) => watch.revoked(&list(tpl)),
-                Rebalance::Error(_) => {}
-            }
-        }
-        self.send(match rebalance {
+        let event = match rebalance {
             Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(list(tpl)),
             Rebalance::Assign(tpl) => RebalanceEvent::Assigned(list(tpl)),
             Rebalance::Error(e) => RebalanceEvent::Error(e.to_string()),
-        });
+        };
+        if let Ok(mut watch) = self.watch.lock() {
+            match &event {
+                RebalanceEvent::Assigned(partitions) => watch.assigned(partitions),
+                RebalanceEvent::Revoked(partitions) => watch.revoked(partitions),
+                RebalanceEvent::Error(_) => {}
+            }
+        }
+        self.send(event);
     }
 }
 
@@ -131,9 +132,9 @@ const NOT_FETCHING: [&str; 3] = ["none", "stopping", "stopped"];
 const REPEAT_EVERY: u32 = 20;
 
 impl FetchWatch {
-    pub fn assigned(&mut self, partitions: Vec<(String, i32)>) {
+    pub fn assigned(&mut self, partitions: &[(String, i32)]) {
         for p in partitions {
-            self.assigned.insert(p, None);
+            self.assigned.insert(p.clone(), None);
         }
     }
 
@@ -218,7 +219,7 @@ mod tests {
     #[test]
     fn an_assigned_partition_not_fetching_in_two_reports_is_reported_then_every_twentieth() {
         let mut watch = FetchWatch::default();
-        watch.assigned(vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]);
+        watch.assigned(&[("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]);
         // Just assigned: not started yet is normal once.
         assert!(
             watch
