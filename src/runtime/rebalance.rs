@@ -15,6 +15,9 @@ use crate::commit::{CommitError, CommittedOffsets};
 use crate::config::{StartFrom, TableName};
 use crate::retry::Backoff;
 
+/// How the reads an assignment needs (the tables' offsets, the group's) are tried again.
+const ASSIGN_RETRIES: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8), 5);
+
 impl Runtime {
     /// Acts on the rebalance events librdkafka delivered in its last poll. The records read
     /// before them are taken in from the decode thread, and a commit round in flight is
@@ -138,9 +141,7 @@ impl Runtime {
             .collect();
         // Both calls block on the broker: off the async thread, and tried again a few times
         // (the broker may be changing its coordinator during the rebalance).
-        const RETRIES: Backoff =
-            Backoff::new(Duration::from_millis(500), Duration::from_secs(8), 5);
-        let starts = RETRIES
+        let starts = ASSIGN_RETRIES
             .retry(
                 || {
                     let consumer = consumer.clone();
@@ -209,9 +210,7 @@ impl Runtime {
         &self,
         table: &TableName,
     ) -> Result<CommittedOffsets, RuntimeError> {
-        const RETRIES: Backoff =
-            Backoff::new(Duration::from_millis(500), Duration::from_secs(8), 5);
-        let offsets = RETRIES
+        let offsets = ASSIGN_RETRIES
             .retry(
                 || self.engine.committed_offsets(table),
                 CommitError::is_retryable,
