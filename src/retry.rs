@@ -61,6 +61,22 @@ impl Backoff {
             .notify(retrying)
             .await
     }
+
+    /// [`Backoff::retry`] for a blocking call on a thread of its own (never on the async
+    /// runtime): the waits block the calling thread.
+    pub fn retry_blocking<T, E>(
+        &self,
+        call: impl FnMut() -> Result<T, E>,
+        transient: impl FnMut(&E) -> bool,
+        retrying: impl FnMut(&E, Duration),
+    ) -> Result<T, E> {
+        use backon::BlockingRetryable;
+        call.retry(self.builder())
+            .sleep(std::thread::sleep)
+            .when(transient)
+            .notify(retrying)
+            .call()
+    }
 }
 
 #[cfg(test)]

@@ -154,6 +154,42 @@ pub struct RawDecode {
     pub unavailable_value_placeholder: Option<String>,
     /// The unit of integer times and timestamps in records without a Connect schema.
     pub schemaless_time_unit: Option<SchemalessTimeUnit>,
+    /// How the record values are serialized (the connector's `value.converter`).
+    #[serde(default)]
+    pub converter: Converter,
+    /// How the record keys are serialized; the same as `converter` when left out.
+    pub key_converter: Option<Converter>,
+    pub schema_registry: Option<RawSchemaRegistry>,
+}
+
+/// The serialization of record keys or values: Kafka Connect's converter that wrote them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Converter {
+    /// `org.apache.kafka.connect.json.JsonConverter`, with or without schemas.
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format (`io.confluent.connect.avro.AvroConverter`): a zero
+    /// byte, the 4-byte schema id, then the Avro binary; schemas come from a Schema Registry.
+    Avro,
+}
+
+/// Where Avro schemas are fetched from: a Confluent-compatible Schema Registry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchemaRegistry {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub bearer_token: Option<Secret>,
+    /// A PEM file of CA certificates to trust (besides the system's) for an https URL.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_registry_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// What an integer means in a time or timestamp column when the record carries no Connect

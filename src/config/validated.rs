@@ -11,11 +11,11 @@ use std::time::Duration;
 use regex::Regex;
 
 pub use super::raw::{
-    DecodeFormat, DeleteMode, ErrorPolicyKind, MetadataColumn, RestAuthKind, SchemalessTimeUnit,
+    Converter, DecodeFormat, DeleteMode, ErrorPolicyKind, MetadataColumn, RestAuthKind, SchemalessTimeUnit,
     StartFrom, VariableScaleDecimalAs,
 };
 use super::raw::{
-    RawCatalog, RawConfig, RawErrors, RawFlush, RawKafka, RawMaintenance, RawStaging,
+    RawCatalog, RawConfig, RawDecode, RawErrors, RawFlush, RawKafka, RawMaintenance, RawStaging,
     RawTableOverride, RawTables, Scalar, StringOrList,
 };
 use super::{ConfigError, Secret};
@@ -102,12 +102,34 @@ impl fmt::Debug for KafkaProperties {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DecodeConfig {
     pub format: DecodeFormat,
     pub variable_scale_decimal: VariableScaleDecimalAs,
     /// `None`: integers in time and timestamp columns of schemaless records are refused.
     pub schemaless_time_unit: Option<SchemalessTimeUnit>,
+    pub converter: Converter,
+    pub key_converter: Converter,
+    /// Set whenever either converter is Avro.
+    pub schema_registry: Option<SchemaRegistryConfig>,
+}
+
+/// A Confluent-compatible Schema Registry.
+#[derive(Debug, Clone)]
+pub struct SchemaRegistryConfig {
+    /// The base URL, without a trailing slash.
+    pub url: String,
+    pub auth: RegistryAuth,
+    /// PEM certificates to trust besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    None,
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
 }
 
 /// A destination table, `namespace.name`, as configured (not yet normalised to catalog rules).
@@ -481,12 +503,8 @@ impl RawConfig {
         let staging = validate_staging(self.staging, &catalog)?;
         let errors = validate_errors(self.errors, &kafka)?;
         Ok(Config {
-            decode: DecodeConfig {
-                format: self.decode.format,
-                variable_scale_decimal: self.decode.variable_scale_decimal,
-                schemaless_time_unit: self.decode.schemaless_time_unit,
-            },
-            tables: validate_tables(self.tables, self.decode.unavailable_value_placeholder)?,
+            tables: validate_tables(self.tables, self.decode.unavailable_value_placeholder.clone())?,
+            decode: validate_decode(self.decode)?,
             flush: validate_flush(self.flush)?,
             metrics: MetricsConfig {
                 enabled: self.metrics.enabled,
@@ -499,6 +517,75 @@ impl RawConfig {
             errors,
         })
     }
+}
+
+fn validate_decode(raw: RawDecode) -> Result<DecodeConfig, ConfigError> {
+    let key_converter = raw.key_converter.unwrap_or(raw.converter);
+    let avro = raw.converter == Converter::Avro || key_converter == Converter::Avro;
+    let schema_registry = match (raw.schema_registry, avro) {
+        (None, true) => {
+            return Err(ConfigError::invalid(
+                "decode.schema_registry.url",
+                "is needed to read Avro records (decode.converter or decode.key_converter = \"avro\")",
+            ));
+        }
+        (Some(_), false) | (None, false) => None,
+        (Some(r), true) => {
+            let url = r.url.trim().trim_end_matches('/').to_string();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "decode.schema_registry.url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            let auth = match (r.username, r.password, r.bearer_token) {
+                (None, None, None) => RegistryAuth::None,
+                (Some(username), Some(password), None) => RegistryAuth::Basic { username, password },
+                (None, None, Some(token)) => RegistryAuth::Bearer(token),
+                (_, _, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        "decode.schema_registry.bearer_token",
+                        "cannot be set together with username and password",
+                    ));
+                }
+                (_, _, None) => {
+                    return Err(ConfigError::invalid(
+                        "decode.schema_registry.password",
+                        "basic authentication needs both username and password",
+                    ));
+                }
+            };
+            let ca_pem = match r.ca_file {
+                Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                    ConfigError::invalid(
+                        "decode.schema_registry.ca_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?),
+                None => None,
+            };
+            if r.timeout.is_zero() {
+                return Err(ConfigError::invalid(
+                    "decode.schema_registry.timeout",
+                    "must be longer than zero",
+                ));
+            }
+            Some(SchemaRegistryConfig {
+                url,
+                auth,
+                ca_pem,
+                timeout: r.timeout,
+            })
+        }
+    };
+    Ok(DecodeConfig {
+        format: raw.format,
+        variable_scale_decimal: raw.variable_scale_decimal,
+        schemaless_time_unit: raw.schemaless_time_unit,
+        converter: raw.converter,
+        key_converter,
+        schema_registry,
+    })
 }
 
 fn validate_maintenance(raw: RawMaintenance) -> Result<MaintenanceConfig, ConfigError> {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed};
 use serde_json::value::RawValue;
 
+use super::avro::{AvroReader, SchemaSource};
 use super::error::{DecodeErrorKind, RecordPart};
 use super::flattened::{self, FlatMeta};
 use super::infer;
@@ -25,8 +26,10 @@ use super::{
     Change, DecodeError, Decoded, KafkaPosition, KafkaRecord, Op, SourceInfo, SourcePosition,
 };
 use crate::config::{
-    DecodeConfig, DecodeFormat, SchemalessTimeUnit, TableName, TablesConfig, VariableScaleDecimalAs,
+    Converter, DecodeConfig, DecodeFormat, SchemalessTimeUnit, TableName, TablesConfig,
+    VariableScaleDecimalAs,
 };
+use crate::source::registry::Registry;
 
 /// How many distinct schemas (value and key each) stay compiled.
 const SCHEMA_CACHE_CAPACITY: usize = 1024;
@@ -43,6 +46,8 @@ pub struct Decoder {
     value_schemas: SchemaCache<Arc<RowSchema>>,
     key_schemas: SchemaCache<Arc<RowSchema>>,
     state: FxHashMap<TableName, TableState>,
+    /// Reads Avro keys and values, when either converter is Avro.
+    avro: Option<AvroReader>,
 }
 
 impl fmt::Debug for Decoder {
@@ -85,8 +90,31 @@ struct KeyInfo<'a> {
 }
 
 impl Decoder {
+    /// A decoder for the configured converters; Avro schemas come from the configured
+    /// Schema Registry.
     pub fn new(decode: &DecodeConfig, tables: &TablesConfig) -> Decoder {
+        let registry = decode
+            .schema_registry
+            .clone()
+            .map(|r| Arc::new(Registry::new(r)) as Arc<dyn SchemaSource>);
+        Decoder::with_schemas(decode, tables, registry)
+    }
+
+    /// A decoder that takes Avro schemas from `schemas` (needed when a converter is Avro).
+    pub fn with_schemas(
+        decode: &DecodeConfig,
+        tables: &TablesConfig,
+        schemas: Option<Arc<dyn SchemaSource>>,
+    ) -> Decoder {
+        let avro = schemas.map(|s| {
+            AvroReader::new(
+                s,
+                decode.key_converter == Converter::Avro,
+                decode.converter == Converter::Avro,
+            )
+        });
         Decoder {
+            avro,
             format: decode.format,
             variable_scale_decimal: decode.variable_scale_decimal,
             schemaless_time_unit: decode.schemaless_time_unit,
@@ -137,6 +165,21 @@ impl Decoder {
 
     /// Decodes one record. Records of one partition must come in offset order.
     pub fn decode(&mut self, rec: &KafkaRecord<'_>) -> Result<Decoded, DecodeError> {
+        let Some(avro) = &mut self.avro else {
+            return self.decode_json(rec);
+        };
+        let json = avro.transcode(rec)?;
+        let rec = KafkaRecord {
+            key: json.key.as_deref().map(str::as_bytes).or(rec.key),
+            value: json.value.as_deref().map(str::as_bytes).or(rec.value),
+            headers: rec.headers.clone(),
+            ..*rec
+        };
+        self.decode_json(&rec)
+    }
+
+    /// Decodes a record whose key and value are JSON (as the JsonConverter writes them).
+    fn decode_json(&mut self, rec: &KafkaRecord<'_>) -> Result<Decoded, DecodeError> {
         let (topic, table) = self.route(rec)?;
         let position = KafkaPosition {
             topic,

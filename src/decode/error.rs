@@ -65,6 +65,17 @@ pub enum DecodeErrorKind {
     /// The topic's route names no valid table.
     #[error("no destination table: {0}")]
     Route(String),
+    /// An Avro part that cannot be read: not in the Confluent wire format, a schema id the
+    /// registry does not know, bytes that do not match the schema.
+    #[error("cannot read the record {part} as Avro: {message}")]
+    Avro { part: RecordPart, message: String },
+    /// The Schema Registry could not be asked for the record's schema. Not the record's fault:
+    /// it stops the run whatever `errors.policy` says, before the record is committed.
+    #[error(
+        "the schema registry could not give the record {part}'s schema: {message}; Floe stops \
+         here without committing this record (a restart reads it again)"
+    )]
+    Registry { part: RecordPart, message: String },
 }
 
 impl DecodeErrorKind {
@@ -78,6 +89,14 @@ impl DecodeErrorKind {
             DecodeErrorKind::ValueMismatch { .. } => "value_mismatch",
             DecodeErrorKind::MissingKey { .. } => "missing_key",
             DecodeErrorKind::Route(_) => "route",
+            DecodeErrorKind::Avro { .. } => "avro",
+            DecodeErrorKind::Registry { .. } => "schema_registry",
         }
+    }
+
+    /// Whether the error is not the record's own but the run's (the registry is down): the
+    /// record may be fine, so it is never skipped or dead-lettered.
+    pub fn stops_the_run(&self) -> bool {
+        matches!(self, DecodeErrorKind::Registry { .. })
     }
 }

@@ -5,7 +5,8 @@
 //! primary key, row images as typed [`Datum`]s, [`SourceInfo`] and the [`KafkaPosition`]. It
 //! reads Debezium's envelope (`before`/`after`/`op`/`source`) with or without the Connect
 //! `schema`/`payload` wrapper ([`envelope`]), or rows flattened by ExtractNewRecordState
-//! ([`flattened`]); without a schema, types come from the values or from the existing table
+//! ([`flattened`]), written by the JsonConverter or, through a Schema Registry, by the
+//! AvroConverter ([`avro`]); without a schema, types come from the values or from the existing table
 //! ([`infer`]). [`arrow::to_batches`] makes Arrow batches of changes; [`ErrorPolicy`] is what
 //! happens to a record that cannot be decoded.
 //!
@@ -15,6 +16,7 @@
 //! compiled once and found again by their bytes.
 
 pub mod arrow;
+mod avro;
 mod envelope;
 mod error;
 mod flattened;
@@ -23,6 +25,8 @@ mod logical;
 pub mod policy;
 mod schema;
 
+#[cfg(test)]
+mod avro_tests;
 #[cfg(test)]
 mod captured_tests;
 #[cfg(test)]
@@ -37,6 +41,7 @@ use std::sync::Arc;
 use crate::config::TableName;
 
 pub use self::arrow::{BatchError, BatchPart, ChangeBatch, to_batches};
+pub use avro::{FetchError, SchemaSource};
 pub use envelope::Decoder;
 pub use error::{DecodeError, DecodeErrorKind, RecordPart};
 pub use logical::{Datum, UNAVAILABLE_VALUE};

@@ -66,7 +66,8 @@ pub enum PolicyOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// `errors.policy = "fail"`: stop before this record.
+    /// `errors.policy = "fail"`, or an error that is not the record's (the schema registry is
+    /// down): stop before this record.
     #[error(transparent)]
     Fail(DecodeError),
     /// The dead letter could not be produced; the record must not be committed.
@@ -107,6 +108,9 @@ impl ErrorPolicy {
         error: DecodeError,
         record: &KafkaRecord<'_>,
     ) -> Result<PolicyOutcome, PolicyError> {
+        if error.reason.stops_the_run() {
+            return Err(PolicyError::Fail(error));
+        }
         match &self.action {
             Action::Fail => Err(PolicyError::Fail(error)),
             Action::Skip => {

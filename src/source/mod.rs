@@ -5,6 +5,8 @@
 //! It must never enable librdkafka's automatic offset commit or offset store: the table, not
 //! Kafka, is the record of what was applied.
 
+pub mod registry;
+
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::producer::FutureProducer;
