@@ -1,7 +1,10 @@
 //! Decoder throughput: a realistic 20-column Debezium PostgreSQL `orders` event (from
 //! `tests/data/debezium/postgres/bench_orders.jsonl`), with the Connect schema envelope (~5 KB,
 //! most of it schema) and without it, decoded into changes and built into one Arrow batch per
-//! 1000 events. Reports events/s and MB/s of record values. Run: `cargo bench --bench decode`.
+//! 1000 events, and the same event as Confluent's AvroConverter writes it
+//! (`benches/data/avro_orders.json`, made by `avro_orders.py` beside it; its schemas served
+//! from memory, as a Schema Registry's would be after the first fetch). Reports events/s and
+//! MB/s of record values. Run: `cargo bench --bench decode`.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -9,15 +12,52 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use floe::config;
-use floe::decode::{Change, Decoded, Decoder, KafkaRecord, to_batches};
+use floe::decode::{Change, Decoded, Decoder, FetchError, KafkaRecord, SchemaSource, to_batches};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 const EVENTS: usize = 1000;
 
 struct Sample {
-    key: String,
-    value: String,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// The Avro schemas of the Avro sample: key id 1, value id 2.
+struct Schemas(String, String);
+
+impl SchemaSource for Schemas {
+    fn fetch(&self, id: u32) -> Result<String, FetchError> {
+        match id {
+            1 => Ok(self.0.clone()),
+            2 => Ok(self.1.clone()),
+            _ => Err(FetchError::Unusable(format!("no schema {id}"))),
+        }
+    }
+}
+
+/// The Avro sample, framed in the Confluent wire format, and its schemas.
+fn avro_sample() -> (Sample, Schemas) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/data/avro_orders.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("avro sample")).unwrap();
+    let text = |k: &str| doc[k].as_str().expect("sample field").to_string();
+    let framed = |k: &str, id: u32| {
+        let hex = text(k);
+        let mut out = vec![0];
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend(
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")),
+        );
+        out
+    };
+    let sample = Sample {
+        key: framed("key", 1),
+        value: framed("value", 2),
+    };
+    (sample, Schemas(text("key_schema"), text("value_schema")))
 }
 
 /// Line 1 is the event with the schema envelope, line 2 the same event without.
@@ -35,8 +75,8 @@ fn samples() -> (Sample, Sample) {
     let mut lines = text.lines().map(|l| {
         let line: Line = serde_json::from_str(l).expect("corpus line");
         Sample {
-            key: line.key.get().to_string(),
-            value: line.value.get().to_string(),
+            key: line.key.get().as_bytes().to_vec(),
+            value: line.value.get().as_bytes().to_vec(),
         }
     });
     let with = lines.next().expect("event with schema");
@@ -44,14 +84,21 @@ fn samples() -> (Sample, Sample) {
     (with, without)
 }
 
-fn decoder() -> Decoder {
+fn decoder(avro: Option<Schemas>) -> Decoder {
+    let decode = match avro {
+        Some(_) => {
+            "[decode]\nconverter = \"avro\"\n[decode.schema_registry]\nurl = \"http://127.0.0.1:1\"\n"
+        }
+        None => "",
+    };
     let config = config::load_str(
-        "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"shop.public.orders\"]\n[catalog]\ntype = \"local\"\n",
+        &format!("[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"shop.public.orders\"]\n[catalog]\ntype = \"local\"\n{decode}"),
         Path::new("bench.toml"),
         std::iter::empty(),
     )
     .expect("config");
-    Decoder::new(&config.decode, &config.tables)
+    let schemas = avro.map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn SchemaSource>);
+    Decoder::with_schemas(&config.decode, &config.tables, schemas)
 }
 
 fn decode(decoder: &mut Decoder, sample: &Sample, changes: &mut Vec<Change>) {
@@ -62,8 +109,8 @@ fn decode(decoder: &mut Decoder, sample: &Sample, changes: &mut Vec<Change>) {
             partition: 0,
             offset,
             timestamp: None,
-            key: Some(sample.key.as_bytes()),
-            value: Some(sample.value.as_bytes()),
+            key: Some(&sample.key),
+            value: Some(&sample.value),
             headers: Vec::new(),
         };
         match decoder.decode(&record) {
@@ -75,13 +122,20 @@ fn decode(decoder: &mut Decoder, sample: &Sample, changes: &mut Vec<Change>) {
 
 fn bench(c: &mut Criterion) {
     let (with, without) = samples();
+    let (avro, schemas) = avro_sample();
     eprintln!(
-        "event value sizes: {} bytes with schema, {} bytes without",
+        "event value sizes: {} bytes with schema, {} bytes without, {} bytes in Avro",
         with.value.len(),
-        without.value.len()
+        without.value.len(),
+        avro.value.len()
     );
-    for (name, sample) in [("with_schema", &with), ("without_schema", &without)] {
-        let mut decoder = decoder();
+    let mut schemas = Some(schemas);
+    for (name, sample) in [
+        ("with_schema", &with),
+        ("without_schema", &without),
+        ("avro", &avro),
+    ] {
+        let mut decoder = decoder(if name == "avro" { schemas.take() } else { None });
         let mut changes = Vec::with_capacity(EVENTS);
         for (unit, throughput) in [
             ("events", Throughput::Elements(EVENTS as u64)),

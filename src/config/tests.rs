@@ -642,3 +642,50 @@ fn background_maintenance_is_off_unless_an_interval_is_given_and_never_takes_you
         assert!(e.contains(key), "{e}");
     }
 }
+
+#[test]
+fn avro_needs_a_schema_registry_whose_secrets_can_come_from_the_environment() {
+    let c = load_env(MINIMAL, &[]).unwrap();
+    assert_eq!(
+        (c.decode.converter, c.decode.key_converter),
+        (Converter::Json, Converter::Json)
+    );
+    assert!(c.decode.schema_registry.is_none());
+
+    let e = err(&format!("{MINIMAL}[decode]\nconverter = \"avro\"\n"));
+    assert!(e.contains("decode.schema_registry.url"), "{e}");
+    let e = err(&format!("{MINIMAL}[decode]\nkey_converter = \"avro\"\n"));
+    assert!(e.contains("decode.schema_registry.url"), "{e}");
+
+    let avro = format!(
+        "{MINIMAL}[decode]\nconverter = \"avro\"\nkey_converter = \"json\"\n\
+         [decode.schema_registry]\nurl = \"https://registry:8081/\"\nusername = \"floe\"\n"
+    );
+    let e = err(&avro);
+    assert!(e.contains("decode.schema_registry.password"), "{e}");
+    let c = load_env(&avro, &[("FLOE_DECODE__SCHEMA_REGISTRY__PASSWORD", "p4ss")]).unwrap();
+    assert_eq!(
+        (c.decode.converter, c.decode.key_converter),
+        (Converter::Avro, Converter::Json)
+    );
+    let r = c.decode.schema_registry.unwrap();
+    assert_eq!(r.url, "https://registry:8081");
+    assert_eq!(r.timeout, Duration::from_secs(10));
+    assert_eq!(
+        r.auth,
+        RegistryAuth::Basic {
+            username: "floe".into(),
+            password: Secret::new("p4ss")
+        }
+    );
+    assert!(!format!("{r:?}").contains("p4ss"));
+
+    let e = err(&avro.replace("https://registry:8081/", "registry:8081"));
+    assert!(e.contains("not an http"), "{e}");
+    let e = err(&format!("{avro}bearer_token = \"t\"\npassword = \"p\"\n"));
+    assert!(e.contains("bearer_token"), "{e}");
+    let e = err(&format!(
+        "{avro}password = \"p\"\nca_file = \"/nonexistent/ca.pem\"\n"
+    ));
+    assert!(e.contains("decode.schema_registry.ca_file"), "{e}");
+}

@@ -11,8 +11,8 @@ use std::time::Duration;
 use regex::Regex;
 
 pub use super::raw::{
-    Converter, DecodeFormat, DeleteMode, ErrorPolicyKind, MetadataColumn, RestAuthKind, SchemalessTimeUnit,
-    StartFrom, VariableScaleDecimalAs,
+    Converter, DecodeFormat, DeleteMode, ErrorPolicyKind, MetadataColumn, RestAuthKind,
+    SchemalessTimeUnit, StartFrom, VariableScaleDecimalAs,
 };
 use super::raw::{
     RawCatalog, RawConfig, RawDecode, RawErrors, RawFlush, RawKafka, RawMaintenance, RawStaging,
@@ -503,7 +503,10 @@ impl RawConfig {
         let staging = validate_staging(self.staging, &catalog)?;
         let errors = validate_errors(self.errors, &kafka)?;
         Ok(Config {
-            tables: validate_tables(self.tables, self.decode.unavailable_value_placeholder.clone())?,
+            tables: validate_tables(
+                self.tables,
+                self.decode.unavailable_value_placeholder.clone(),
+            )?,
             decode: validate_decode(self.decode)?,
             flush: validate_flush(self.flush)?,
             metrics: MetricsConfig {
@@ -540,7 +543,9 @@ fn validate_decode(raw: RawDecode) -> Result<DecodeConfig, ConfigError> {
             }
             let auth = match (r.username, r.password, r.bearer_token) {
                 (None, None, None) => RegistryAuth::None,
-                (Some(username), Some(password), None) => RegistryAuth::Basic { username, password },
+                (Some(username), Some(password), None) => {
+                    RegistryAuth::Basic { username, password }
+                }
                 (None, None, Some(token)) => RegistryAuth::Bearer(token),
                 (_, _, Some(_)) => {
                     return Err(ConfigError::invalid(

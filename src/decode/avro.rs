@@ -1,9 +1,10 @@
 //! Avro records in the Confluent wire format (a zero byte, a 4-byte big-endian schema id, the
 //! Avro binary), as Confluent's AvroConverter writes them: read with the writer's schema from
 //! a Schema Registry and rewritten as the JSON Kafka Connect's JsonConverter writes for the
-//! same Connect record (`{"schema": ..., "payload": ...}`). The rest of the decoder then reads
-//! both converters' records the same way, so an Avro topic and a JSON topic of the same
-//! changes give the same table.
+//! same Connect record. A key becomes the JsonConverter's whole `{"schema", "payload"}`; a
+//! value only its payload, handed over with the Connect schema compiled once per schema id.
+//! The rest of the decoder then reads both converters' records the same way, so an Avro
+//! topic and a JSON topic of the same changes give the same table.
 //!
 //! The Connect schema comes from the Avro schema as the AvroConverter maps it back: records
 //! are structs, a union of null and one type is an optional field, `connect.name`,
@@ -12,16 +13,16 @@
 //! time-millis, timestamp-millis, timestamp-micros) map to the Connect or Debezium type of the
 //! same meaning. Each schema id is fetched and converted once per decoder.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use apache_avro::Schema as AvroSchema;
-use apache_avro::types::Value as AvroValue;
+use apache_avro::types::Value as Avro;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value as Json, json};
 
+use super::envelope::SchemaText;
 use super::error::{DecodeErrorKind, RecordPart};
 use super::{DecodeError, KafkaRecord};
 
@@ -48,6 +49,11 @@ struct Compiled {
     avro: AvroSchema,
     /// The Connect schema the JsonConverter would write, as JSON text.
     connect: String,
+    /// The decoder's cache key for `connect`: a zero byte (which no JSON text starts with)
+    /// and the schema id.
+    key: [u8; 5],
+    /// `avro` still refers to named types (a recursive schema): read it with its names.
+    resolved: bool,
 }
 
 /// Reads Confluent-framed Avro keys and values into the JsonConverter's JSON.
@@ -60,8 +66,25 @@ pub(crate) struct AvroReader {
 
 /// A record's key and value rewritten as JSON; `None` where the part is absent or was not Avro.
 pub(crate) struct Transcoded {
+    /// The key as the JsonConverter writes it, schema and payload.
     pub key: Option<String>,
-    pub value: Option<String>,
+    pub value: Option<AvroValue>,
+}
+
+/// A value's payload as JSON, with its Connect schema: the schema is not written into the
+/// JSON, so the decoder need not read over it for every record.
+pub(crate) struct AvroValue {
+    compiled: Arc<Compiled>,
+    pub payload: String,
+}
+
+impl AvroValue {
+    pub fn schema(&self) -> SchemaText<'_> {
+        SchemaText::Known {
+            key: &self.compiled.key,
+            json: &self.compiled.connect,
+        }
+    }
 }
 
 impl AvroReader {
@@ -76,22 +99,35 @@ impl AvroReader {
 
     pub fn transcode(&mut self, rec: &KafkaRecord<'_>) -> Result<Transcoded, DecodeError> {
         let key = match rec.key {
-            Some(bytes) if self.keys => Some(self.part(rec, RecordPart::Key, bytes)?),
+            Some(bytes) if self.keys => {
+                let (compiled, payload) = self.part(rec, RecordPart::Key, bytes)?;
+                let mut key = String::with_capacity(compiled.connect.len() + payload.len() + 24);
+                key.push_str("{\"schema\":");
+                key.push_str(&compiled.connect);
+                key.push_str(",\"payload\":");
+                key.push_str(&payload);
+                key.push('}');
+                Some(key)
+            }
             _ => None,
         };
         let value = match rec.value {
-            Some(bytes) if self.values => Some(self.part(rec, RecordPart::Value, bytes)?),
+            Some(bytes) if self.values => {
+                let (compiled, payload) = self.part(rec, RecordPart::Value, bytes)?;
+                Some(AvroValue { compiled, payload })
+            }
             _ => None,
         };
         Ok(Transcoded { key, value })
     }
 
+    /// The part's Connect schema and its payload as JSON.
     fn part(
         &mut self,
         rec: &KafkaRecord<'_>,
         part: RecordPart,
         bytes: &[u8],
-    ) -> Result<String, DecodeError> {
+    ) -> Result<(Arc<Compiled>, String), DecodeError> {
         let bad = |message: String| rec.error(DecodeErrorKind::Avro { part, message });
         let (id, body) = frame(bytes, rec).map_err(bad)?;
         let compiled = self.compiled(id).map_err(|e| match e {
@@ -101,21 +137,26 @@ impl AvroReader {
             }
         })?;
         let mut reader = body;
-        let value = apache_avro::from_avro_datum(&compiled.avro, &mut reader, None)
-            .map_err(|e| bad(format!("the Avro binary does not match schema id {id}: {e}")))?;
+        let value = if compiled.resolved {
+            apache_avro::from_avro_datum(&compiled.avro, &mut reader, None)
+        } else {
+            apache_avro::from_avro_datum_schemata(&compiled.avro, Vec::new(), &mut reader, None)
+        };
+        let value = value.map_err(|e| {
+            bad(format!(
+                "the Avro binary does not match schema id {id}: {e}"
+            ))
+        })?;
         if !reader.is_empty() {
             return Err(bad(format!(
                 "{} bytes left over after the record of schema id {id}",
                 reader.len()
             )));
         }
-        let mut out = String::with_capacity(compiled.connect.len() + body.len() * 2 + 32);
-        out.push_str("{\"schema\":");
-        out.push_str(&compiled.connect);
-        out.push_str(",\"payload\":");
+        let mut out = Vec::with_capacity(body.len() * 2 + 16);
         write_json(&mut out, &value);
-        out.push('}');
-        Ok(out)
+        let out = String::from_utf8(out).expect("the JSON written is UTF-8");
+        Ok((compiled, out))
     }
 
     fn compiled(&mut self, id: u32) -> Result<Arc<Compiled>, FetchError> {
@@ -124,7 +165,7 @@ impl AvroReader {
         }
         let text = self.source.fetch(id)?;
         let compiled = Arc::new(
-            compile(&text).map_err(|e| FetchError::Unusable(format!("schema id {id}: {e}")))?,
+            compile(id, &text).map_err(|e| FetchError::Unusable(format!("schema id {id}: {e}")))?,
         );
         self.compiled.insert(id, compiled.clone());
         Ok(compiled)
@@ -134,6 +175,13 @@ impl AvroReader {
 /// The schema id and the Avro binary of a Confluent-framed part.
 fn frame<'b>(bytes: &'b [u8], rec: &KafkaRecord<'_>) -> Result<(u32, &'b [u8]), String> {
     match bytes {
+        // Confluent's ids start at 1. A zero is the top half of Apicurio's default 8-byte id.
+        [0, 0, 0, 0, 0, ..] => Err(
+            "schema id 0 in the Confluent wire format: this is what Apicurio's converter writes \
+             with its default 8-byte ids; set apicurio.registry.as-confluent=true (4-byte ids) \
+             and apicurio.registry.headers.enabled=false"
+                .to_string(),
+        ),
         [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
         _ => {
             let apicurio = rec
@@ -161,7 +209,7 @@ fn frame<'b>(bytes: &'b [u8], rec: &KafkaRecord<'_>) -> Result<(u32, &'b [u8]), 
     }
 }
 
-fn compile(text: &str) -> Result<Compiled, String> {
+fn compile(id: u32, text: &str) -> Result<Compiled, String> {
     let json: Json =
         serde_json::from_str(text).map_err(|e| format!("the schema is not JSON: {e}"))?;
     let mut names = FxHashMap::default();
@@ -179,8 +227,22 @@ fn compile(text: &str) -> Result<Compiled, String> {
     };
     let mut plain = json;
     strip_logical_types(&mut plain);
-    let avro = AvroSchema::parse(&plain).map_err(|e| format!("not a valid Avro schema: {e}"))?;
-    Ok(Compiled { avro, connect })
+    // Without references the reader needs no table of names, which it would otherwise build
+    // for every record.
+    let inlined = Inliner::default().inline(&plain, None);
+    let (avro, resolved) = match inlined {
+        Some(inlined) => (inlined, false),
+        None => (plain, true),
+    };
+    let avro = AvroSchema::parse(&avro).map_err(|e| format!("not a valid Avro schema: {e}"))?;
+    let mut key = [0; 5];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    Ok(Compiled {
+        avro,
+        connect,
+        key,
+        resolved,
+    })
 }
 
 fn shown(json: &Json) -> String {
@@ -188,6 +250,113 @@ fn shown(json: &Json) -> String {
     match text.char_indices().nth(120) {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text,
+    }
+}
+
+/// Rewrites a schema without references to named types: each use after the first gets a
+/// copy of the definition, its named types renamed (names do not change the binary form).
+/// `None` for a recursive schema, which cannot be written out.
+#[derive(Default)]
+struct Inliner {
+    defined: FxHashMap<String, Json>,
+    open: Vec<String>,
+    copies: usize,
+}
+
+impl Inliner {
+    fn inline(&mut self, avro: &Json, namespace: Option<&str>) -> Option<Json> {
+        match avro {
+            Json::String(name) if primitive(name).is_some() || name == "null" => Some(avro.clone()),
+            Json::String(name) => {
+                let full = full_name(name, namespace);
+                let full = if self.defined.contains_key(&full) {
+                    full
+                } else {
+                    name.clone()
+                };
+                if self.open.contains(&full) {
+                    return None;
+                }
+                let mut copy = self.defined.get(&full)?.clone();
+                self.copies += 1;
+                rename(&mut copy, &format!("__floe_copy{}", self.copies));
+                Some(copy)
+            }
+            Json::Array(branches) => branches
+                .iter()
+                .map(|b| self.inline(b, namespace))
+                .collect::<Option<Vec<_>>>()
+                .map(Json::Array),
+            Json::Object(obj) => {
+                let mut out = obj.clone();
+                let named = matches!(
+                    obj.get("type").and_then(Json::as_str),
+                    Some("record" | "enum" | "fixed")
+                );
+                let full = obj
+                    .get("name")
+                    .and_then(Json::as_str)
+                    .filter(|_| named)
+                    .map(|name| match obj.get("namespace").and_then(Json::as_str) {
+                        Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
+                        _ => full_name(name, namespace),
+                    });
+                let inner = full
+                    .as_deref()
+                    .and_then(|f| f.rsplit_once('.').map(|(ns, _)| ns.to_string()))
+                    .or_else(|| namespace.map(str::to_string));
+                if let Some(full) = &full {
+                    self.open.push(full.clone());
+                }
+                if let Some(Json::Array(fields)) = obj.get("fields") {
+                    let mut done = Vec::with_capacity(fields.len());
+                    for f in fields {
+                        let mut f = f.as_object()?.clone();
+                        let ty = self.inline(f.get("type")?, inner.as_deref())?;
+                        f.insert("type".into(), ty);
+                        done.push(Json::Object(f));
+                    }
+                    out.insert("fields".into(), Json::Array(done));
+                }
+                for key in ["items", "values"] {
+                    if let Some(v) = obj.get(key) {
+                        out.insert(key.into(), self.inline(v, namespace)?);
+                    }
+                }
+                if let Some(ty @ (Json::Object(_) | Json::Array(_))) = obj.get("type") {
+                    out.insert("type".into(), self.inline(ty, namespace)?);
+                }
+                if let Some(full) = full {
+                    self.open.pop();
+                    // Written with its full name, so that a copy elsewhere keeps it.
+                    out.insert("name".into(), Json::String(full.clone()));
+                    out.remove("namespace");
+                    self.defined.insert(full, Json::Object(out.clone()));
+                }
+                Some(Json::Object(out))
+            }
+            _ => Some(avro.clone()),
+        }
+    }
+}
+
+/// Gives every named type in `avro` (written with full names, without references) a new
+/// name ending in `suffix`.
+fn rename(avro: &mut Json, suffix: &str) {
+    match avro {
+        Json::Object(obj) => {
+            if matches!(
+                obj.get("type").and_then(Json::as_str),
+                Some("record" | "enum" | "fixed")
+            ) && let Some(name) = obj.get("name").and_then(Json::as_str)
+            {
+                let renamed = format!("{name}{suffix}");
+                obj.insert("name".into(), Json::String(renamed));
+            }
+            obj.values_mut().for_each(|v| rename(v, suffix));
+        }
+        Json::Array(items) => items.iter_mut().for_each(|v| rename(v, suffix)),
+        _ => {}
     }
 }
 
@@ -268,10 +437,7 @@ fn connect_schema(
                     let (mut values, optional) = connect_schema(values, namespace, names)?;
                     values.insert("optional".into(), Json::Bool(optional));
                     let mut schema = connect_type("map");
-                    schema.insert(
-                        "keys".into(),
-                        json!({"type": "string", "optional": false}),
-                    );
+                    schema.insert("keys".into(), json!({"type": "string", "optional": false}));
                     schema.insert("values".into(), Json::Object(values));
                     schema
                 }
@@ -327,7 +493,12 @@ fn record(
     Ok(schema)
 }
 
-fn register(obj: &Map<String, Json>, namespace: Option<&str>, names: &mut Names, schema: &Map<String, Json>) {
+fn register(
+    obj: &Map<String, Json>,
+    namespace: Option<&str>,
+    names: &mut Names,
+    schema: &Map<String, Json>,
+) {
     if let Some(name) = obj.get("name").and_then(Json::as_str) {
         let full = match obj.get("namespace").and_then(Json::as_str) {
             Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
@@ -400,9 +571,7 @@ fn logical(obj: &Map<String, Json>, avro_type: &str) -> Result<Map<String, Json>
         (Some("timestamp-millis"), "int64") => {
             name(&mut schema, "org.apache.kafka.connect.data.Timestamp")
         }
-        (Some("timestamp-micros"), "int64") => {
-            name(&mut schema, "io.debezium.time.MicroTimestamp")
-        }
+        (Some("timestamp-micros"), "int64") => name(&mut schema, "io.debezium.time.MicroTimestamp"),
         _ => {}
     }
     Ok(schema)
@@ -431,89 +600,138 @@ fn annotate(obj: &Map<String, Json>, schema: &mut Map<String, Json>) {
 
 /// Writes an Avro value as the JsonConverter writes the Connect value it stands for: bytes in
 /// base64, floats as the exact double, NaN and the infinities as strings.
-fn write_json(out: &mut String, value: &AvroValue) {
+fn write_json(out: &mut Vec<u8>, value: &Avro) {
     match value {
-        AvroValue::Null => out.push_str("null"),
-        AvroValue::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => {
-            let _ = write!(out, "{i}");
+        Avro::Null => out.extend_from_slice(b"null"),
+        Avro::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Avro::Int(i) | Avro::Date(i) | Avro::TimeMillis(i) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
         }
-        AvroValue::Long(i)
-        | AvroValue::TimeMicros(i)
-        | AvroValue::TimestampMillis(i)
-        | AvroValue::TimestampMicros(i)
-        | AvroValue::TimestampNanos(i)
-        | AvroValue::LocalTimestampMillis(i)
-        | AvroValue::LocalTimestampMicros(i)
-        | AvroValue::LocalTimestampNanos(i) => {
-            let _ = write!(out, "{i}");
+        Avro::Long(i)
+        | Avro::TimeMicros(i)
+        | Avro::TimestampMillis(i)
+        | Avro::TimestampMicros(i)
+        | Avro::TimestampNanos(i)
+        | Avro::LocalTimestampMillis(i)
+        | Avro::LocalTimestampMicros(i)
+        | Avro::LocalTimestampNanos(i) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
         }
         // Widened to the double of the same value, which reads back as exactly this float.
-        AvroValue::Float(f) => write_double(out, f64::from(*f)),
-        AvroValue::Double(d) => write_double(out, *d),
-        AvroValue::Bytes(b) | AvroValue::Fixed(_, b) => {
-            out.push('"');
-            BASE64.encode_string(b, out);
-            out.push('"');
+        Avro::Float(f) => write_double(out, f64::from(*f)),
+        Avro::Double(d) => write_double(out, *d),
+        Avro::Bytes(b) | Avro::Fixed(_, b) => {
+            out.push(b'"');
+            let start = out.len();
+            out.resize(start + base64::encoded_len(b.len(), true).unwrap_or(0), 0);
+            let written = BASE64
+                .encode_slice(b, &mut out[start..])
+                .expect("room for the base64 was made above");
+            out.truncate(start + written);
+            out.push(b'"');
         }
-        AvroValue::String(s) | AvroValue::Enum(_, s) => write_string(out, s),
-        AvroValue::Uuid(u) => write_string(out, &u.to_string()),
-        AvroValue::Union(_, inner) => write_json(out, inner),
-        AvroValue::Array(items) => {
-            out.push('[');
+        Avro::String(s) | Avro::Enum(_, s) => write_string(out, s),
+        Avro::Uuid(u) => write_string(out, &u.to_string()),
+        Avro::Union(_, inner) => write_json(out, inner),
+        Avro::Array(items) => {
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_json(out, item);
             }
-            out.push(']');
+            out.push(b']');
         }
-        AvroValue::Map(entries) => {
-            out.push('{');
-            for (i, (k, v)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_json(out, v);
-            }
-            out.push('}');
-        }
-        AvroValue::Record(fields) => {
-            out.push('{');
-            for (i, (k, v)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_json(out, v);
-            }
-            out.push('}');
-        }
+        Avro::Map(entries) => write_object(out, entries.iter()),
+        Avro::Record(fields) => write_object(out, fields.iter().map(|(k, v)| (k, v))),
         // Logical types are stripped from the schema before reading, so these never come
         // back; written as text rather than lost if they ever do.
         other => write_string(out, &format!("{other:?}")),
     }
 }
 
-fn write_double(out: &mut String, d: f64) {
+fn write_object<'v>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'v String, &'v Avro)>) {
+    out.push(b'{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, k);
+        out.push(b':');
+        write_json(out, v);
+    }
+    out.push(b'}');
+}
+
+fn write_double(out: &mut Vec<u8>, d: f64) {
     if d.is_nan() {
-        out.push_str("\"NaN\"");
+        out.extend_from_slice(b"\"NaN\"");
     } else if d.is_infinite() {
-        out.push_str(if d > 0.0 {
-            "\"Infinity\""
+        out.extend_from_slice(if d > 0.0 {
+            b"\"Infinity\""
         } else {
-            "\"-Infinity\""
+            b"\"-Infinity\""
         });
     } else {
-        // serde_json writes the shortest text that reads back as the same double.
-        out.push_str(&serde_json::to_string(&d).expect("a finite double is valid JSON"));
+        // The shortest text that reads back as the same double.
+        serde_json::to_writer(&mut *out, &d).expect("a finite double is valid JSON");
     }
 }
 
-fn write_string(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).expect("a string is valid JSON"));
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to memory does not fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_types_used_twice_are_written_out_for_the_reader() {
+        // Debezium's envelope names its row record once, for `before`, and refers to it for
+        // `after`; a nested namespace and an enum used twice too.
+        let schema = r#"{"type":"record","name":"Envelope","namespace":"srv.t","fields":[
+            {"name":"before","type":["null",{"type":"record","name":"Value","fields":[
+                {"name":"id","type":"long"},
+                {"name":"mood","type":{"type":"enum","name":"Mood","namespace":"x","symbols":["a","b"]}},
+                {"name":"again","type":["null","x.Mood"]}]}]},
+            {"name":"after","type":["null","Value"]},
+            {"name":"op","type":"string"}]}"#;
+        let compiled = compile(1, schema).expect("compiles");
+        assert!(!compiled.resolved, "{:?}", compiled.avro);
+        let value = Avro::Record(vec![
+            ("before".into(), Avro::Union(0, Box::new(Avro::Null))),
+            (
+                "after".into(),
+                Avro::Union(
+                    1,
+                    Box::new(Avro::Record(vec![
+                        ("id".into(), Avro::Long(3)),
+                        ("mood".into(), Avro::Enum(1, "b".into())),
+                        (
+                            "again".into(),
+                            Avro::Union(1, Box::new(Avro::Enum(0, "a".into()))),
+                        ),
+                    ])),
+                ),
+            ),
+            ("op".into(), Avro::String("c".into())),
+        ]);
+        let bytes = apache_avro::to_avro_datum(&AvroSchema::parse_str(schema).unwrap(), value)
+            .expect("encodes");
+        let read = apache_avro::from_avro_datum_schemata(
+            &compiled.avro,
+            Vec::new(),
+            &mut &bytes[..],
+            None,
+        )
+        .expect("reads without names");
+        let mut json = Vec::new();
+        write_json(&mut json, &read);
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"before":null,"after":{"id":3,"mood":"b","again":"a"},"op":"c"}"#
+        );
+    }
 }

@@ -64,7 +64,12 @@ impl SchemaSource for Schemas {
 }
 
 fn schemas() -> Arc<Schemas> {
-    let by_id = [(1, USERS_KEY), (2, USERS_ENVELOPE), (3, TYPES_KEY), (4, TYPES_FLAT)];
+    let by_id = [
+        (1, USERS_KEY),
+        (2, USERS_ENVELOPE),
+        (3, TYPES_KEY),
+        (4, TYPES_FLAT),
+    ];
     Arc::new(Schemas {
         by_id: by_id.into_iter().collect(),
         ..Schemas::default()
@@ -88,7 +93,12 @@ fn framed(id: u32, schema: &str, value: Avro) -> Vec<u8> {
 }
 
 fn record(fields: Vec<(&str, Avro)>) -> Avro {
-    Avro::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Avro::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 fn some(index: u32, v: Avro) -> Avro {
@@ -181,11 +191,7 @@ fn a_debezium_envelope_in_avro_decodes_to_its_columns_key_and_source() {
     let value = framed(
         2,
         USERS_ENVELOPE,
-        users_envelope(
-            "c",
-            None,
-            Some(users_row(7, None, 1_700_000_000_123_456)),
-        ),
+        users_envelope("c", None, Some(users_row(7, None, 1_700_000_000_123_456))),
     );
     let c = change(d.decode(&rec(Some(&key), Some(&value), 10)));
     assert_eq!(c.op, Op::Create);
@@ -194,7 +200,14 @@ fn a_debezium_envelope_in_avro_decodes_to_its_columns_key_and_source() {
     let names: Vec<&str> = c.schema.columns().iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
-        ["id", "user_id", "email", "country", "created_at", "updated_at"]
+        [
+            "id",
+            "user_id",
+            "email",
+            "country",
+            "created_at",
+            "updated_at"
+        ]
     );
     assert_eq!(column(&c, "user_id"), &Datum::String("u-7".into()));
     assert_eq!(column(&c, "email"), &Datum::Null);
@@ -381,9 +394,19 @@ fn records_that_are_not_framed_avro_or_name_unknown_schemas_are_record_errors() 
     assert!(!err.reason.stops_the_run());
 
     let unknown = [0, 0, 0, 0, 99, 2];
-    let err = d.decode(&rec(Some(&unknown), Some(&unknown), 4)).unwrap_err();
+    let err = d
+        .decode(&rec(Some(&unknown), Some(&unknown), 4))
+        .unwrap_err();
     assert!(
         matches!(&err.reason, DecodeErrorKind::Avro { part: RecordPart::Key, message } if message.contains("99")),
+        "{err}"
+    );
+
+    // Apicurio's default framing: an 8-byte id after the zero byte.
+    let apicurio = [0, 0, 0, 0, 0, 0, 0, 0, 2, 2];
+    let err = d.decode(&rec(Some(&key), Some(&apicurio), 4)).unwrap_err();
+    assert!(
+        matches!(&err.reason, DecodeErrorKind::Avro { message, .. } if message.contains("apicurio.registry.as-confluent")),
         "{err}"
     );
 
@@ -401,18 +424,27 @@ fn records_that_are_not_framed_avro_or_name_unknown_schemas_are_record_errors() 
     );
 }
 
-#[test]
-fn a_registry_that_cannot_be_reached_stops_the_run_instead_of_failing_the_record() {
+#[tokio::test]
+async fn a_registry_that_cannot_be_reached_stops_the_run_instead_of_failing_the_record() {
     let down = Arc::new(Schemas {
         down: true,
         ..Schemas::default()
     });
     let mut d = avro_decoder("", down);
     let key = users_key(1);
-    let err = d.decode(&rec(Some(&key), None, 6)).unwrap_err();
+    let record = rec(Some(&key), None, 6);
+    let err = d.decode(&record).unwrap_err();
     assert!(err.reason.stops_the_run(), "{err}");
     assert_eq!(err.reason.label(), "schema_registry");
     assert!(err.to_string().contains("connection refused"), "{err}");
+    // Not skipped even where records that cannot be decoded are.
+    let c = config("");
+    let skip = ErrorPolicy::new(&crate::config::ErrorsConfig::Skip, &c.kafka).unwrap();
+    match skip.handle(err.clone(), &record).await {
+        Err(PolicyError::Fail(e)) => assert_eq!(e, err),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(skip.skipped(), 0);
 }
 
 #[test]
@@ -426,4 +458,52 @@ fn json_keys_can_go_with_avro_values() {
     );
     let c = change(d.decode(&rec(Some(key), Some(&value), 0)));
     assert_eq!((c.op, c.key), (Op::Read, vec![Datum::Int(3)]));
+}
+
+/// The decode bench's 20-column `orders` event, as JSON with its Connect schema and as the
+/// AvroConverter writes it (`benches/data/avro_orders.py`): the same change either way.
+#[test]
+fn the_orders_event_in_avro_decodes_to_the_same_change_as_in_json() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let avro: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("benches/data/avro_orders.json")).unwrap(),
+    )
+    .unwrap();
+    let text = |k: &str| avro[k].as_str().unwrap().to_string();
+    let bytes = |k: &str, id: u32| {
+        let hex = text(k);
+        let mut out = vec![0];
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend(
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()),
+        );
+        out
+    };
+    let leaked = |k: &str| -> &'static str { Box::leak(text(k).into_boxed_str()) };
+    let schemas = Arc::new(Schemas {
+        by_id: [(1, leaked("key_schema")), (2, leaked("value_schema"))]
+            .into_iter()
+            .collect(),
+        ..Schemas::default()
+    });
+    let (key, value) = (bytes("key", 1), bytes("value", 2));
+    let line =
+        std::fs::read_to_string(root.join("tests/data/debezium/postgres/bench_orders.jsonl"))
+            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let (json_key, json_value) = (json["key"].to_string(), json["value"].to_string());
+
+    let mut from_avro = avro_decoder("", schemas);
+    let mut from_json = super::tests::decoder("");
+    let a = change(from_avro.decode(&rec(Some(&key), Some(&value), 0)));
+    let j = change(from_json.decode(&rec(
+        Some(json_key.as_bytes()),
+        Some(json_value.as_bytes()),
+        0,
+    )));
+    assert_eq!(a.schema.columns().len(), 20);
+    assert_eq!(a.schema.columns(), j.schema.columns());
+    assert_eq!(a, j);
 }

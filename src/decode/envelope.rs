@@ -168,18 +168,31 @@ impl Decoder {
         let Some(avro) = &mut self.avro else {
             return self.decode_json(rec);
         };
-        let json = avro.transcode(rec)?;
-        let rec = KafkaRecord {
-            key: json.key.as_deref().map(str::as_bytes).or(rec.key),
-            value: json.value.as_deref().map(str::as_bytes).or(rec.value),
+        let avro = avro.transcode(rec)?;
+        let json_key = KafkaRecord {
+            key: avro.key.as_deref().map(str::as_bytes).or(rec.key),
             headers: rec.headers.clone(),
             ..*rec
         };
-        self.decode_json(&rec)
+        let value = avro
+            .value
+            .as_ref()
+            .map(|v| (v.schema(), v.payload.as_str()));
+        self.decode_parts(&json_key, value)
     }
 
     /// Decodes a record whose key and value are JSON (as the JsonConverter writes them).
     fn decode_json(&mut self, rec: &KafkaRecord<'_>) -> Result<Decoded, DecodeError> {
+        self.decode_parts(rec, None)
+    }
+
+    /// Decodes a record with a JSON key; its value is JSON, or (`known`) a payload whose
+    /// Connect schema is already known.
+    fn decode_parts(
+        &mut self,
+        rec: &KafkaRecord<'_>,
+        known: Option<(SchemaText<'_>, &str)>,
+    ) -> Result<Decoded, DecodeError> {
         let (topic, table) = self.route(rec)?;
         let position = KafkaPosition {
             topic,
@@ -197,9 +210,12 @@ impl Decoder {
             ts.last_delete.remove(&rec.partition);
             return Ok(Decoded::TombstoneAfterDelete(position));
         }
-        let result = match rec.value {
-            None => self.tombstone(rec, &table, position),
-            Some(value) => self.value(rec, &table, value, position),
+        let result = match (rec.value, known) {
+            (None, _) => self.tombstone(rec, &table, position),
+            (Some(_), Some((schema, payload))) => {
+                self.payload(rec, &table, Some(schema), payload, position)
+            }
+            (Some(value), None) => self.value(rec, &table, value, position),
         };
         if let Some(ts) = self.topics.get_mut(rec.topic) {
             match (&result, rec.key) {
@@ -273,27 +289,45 @@ impl Decoder {
             return self.tombstone(rec, table, position);
         }
         let top = RawObject::parse(text).map_err(|e| malformed(e.to_string()))?;
-        let (schema, payload, object) = match top.envelope() {
-            Some((schema, payload)) => {
-                if payload.get() == "null" {
-                    // The JsonConverter's rendering of a null value with a schema.
-                    return self.tombstone(rec, table, position);
-                }
-                let object = match self.format {
-                    DecodeFormat::Envelope => Some(
-                        RawObject::parse(payload.get()).map_err(|e| malformed(e.to_string()))?,
-                    ),
-                    DecodeFormat::Flattened => None,
-                };
-                (Some(schema), payload.get(), object)
+        match top.envelope() {
+            Some((schema, payload)) => self.payload(
+                rec,
+                table,
+                Some(SchemaText::Json(schema)),
+                payload.get(),
+                position,
+            ),
+            None => match self.format {
+                DecodeFormat::Envelope => self.envelope(rec, table, None, &top, position),
+                DecodeFormat::Flattened => self.flattened(rec, table, None, text, position),
+            },
+        }
+    }
+
+    /// A value's payload and its Connect schema.
+    fn payload(
+        &mut self,
+        rec: &KafkaRecord<'_>,
+        table: &TableName,
+        schema: Option<SchemaText<'_>>,
+        payload: &str,
+        position: KafkaPosition,
+    ) -> Result<Change, DecodeError> {
+        if payload == "null" {
+            // The JsonConverter's rendering of a null value with a schema.
+            return self.tombstone(rec, table, position);
+        }
+        match self.format {
+            DecodeFormat::Envelope => {
+                let object = RawObject::parse(payload).map_err(|e| {
+                    rec.error(DecodeErrorKind::MalformedJson {
+                        part: RecordPart::Value,
+                        message: e.to_string(),
+                    })
+                })?;
+                self.envelope(rec, table, schema, &object, position)
             }
-            None => (None, text, Some(top)),
-        };
-        match (self.format, object) {
-            (DecodeFormat::Envelope, Some(payload)) => {
-                self.envelope(rec, table, schema, &payload, position)
-            }
-            _ => self.flattened(rec, table, schema, payload, position),
+            DecodeFormat::Flattened => self.flattened(rec, table, schema, payload, position),
         }
     }
 
@@ -301,7 +335,7 @@ impl Decoder {
         &mut self,
         rec: &KafkaRecord<'_>,
         table: &TableName,
-        schema: Option<&RawValue>,
+        schema: Option<SchemaText<'_>>,
         payload: &RawObject<'_>,
         position: KafkaPosition,
     ) -> Result<Change, DecodeError> {
@@ -358,7 +392,7 @@ impl Decoder {
         }
         let key = self.key_info(rec, table)?;
         let row_schema = schema
-            .map(|raw| self.compile_value_schema(rec, raw))
+            .map(|schema| self.compile_value_schema(rec, schema))
             .transpose()?;
         let (schema, [before, after]) = self.rows(
             rec,
@@ -397,13 +431,13 @@ impl Decoder {
         &mut self,
         rec: &KafkaRecord<'_>,
         table: &TableName,
-        schema: Option<&RawValue>,
+        schema: Option<SchemaText<'_>>,
         row: &str,
         position: KafkaPosition,
     ) -> Result<Change, DecodeError> {
         let key = self.key_info(rec, table)?;
         let row_schema = schema
-            .map(|raw| self.compile_value_schema(rec, raw))
+            .map(|schema| self.compile_value_schema(rec, schema))
             .transpose()?;
         let sink = MetaSink::default();
         let (schema, [_, row]) =
@@ -503,12 +537,16 @@ impl Decoder {
     fn compile_value_schema(
         &mut self,
         rec: &KafkaRecord<'_>,
-        raw: &RawValue,
+        schema: SchemaText<'_>,
     ) -> Result<Arc<RowSchema>, DecodeError> {
         let (format, vsd) = (self.format, self.variable_scale_decimal);
+        let (key, text) = match schema {
+            SchemaText::Json(raw) => (raw.get().as_bytes(), raw.get()),
+            SchemaText::Known { key, json } => (key, json),
+        };
         self.value_schemas
-            .get_or_compile(raw.get().as_bytes(), || {
-                let schema = ConnectSchema::parse(raw.get())?;
+            .get_or_compile(key, || {
+                let schema = ConnectSchema::parse(text)?;
                 let row = match format {
                     DecodeFormat::Envelope => schema
                         .field("after")
@@ -705,6 +743,16 @@ impl Decoder {
             .map_err(|(_, e)| rec.error(e))?;
         Ok((schema, rows))
     }
+}
+
+/// The Connect schema of a record value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SchemaText<'a> {
+    /// The `schema` of the JsonConverter's envelope, found again by its bytes.
+    Json(&'a RawValue),
+    /// One already known (derived from an Avro schema): its JSON, found again by `key`, which
+    /// no JSON text equals.
+    Known { key: &'a [u8], json: &'a str },
 }
 
 /// The before and after images of a record, one datum per column.

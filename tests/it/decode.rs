@@ -116,3 +116,148 @@ async fn undecodable_records_go_to_the_dead_letter_topic_with_their_origin() {
         ]
     );
 }
+
+/// The Schema Registry client against the registry fixture: schemas by id, basic and bearer
+/// authentication, a registry answering 503 for a while, unknown ids, a registry not there.
+mod schema_registry {
+    use std::time::Duration;
+
+    use floe::config::{RegistryAuth, SchemaRegistryConfig, Secret};
+    use floe::decode::{FetchError, SchemaSource};
+    use floe::retry::Backoff;
+    use floe::source::registry::Registry;
+
+    use crate::support::SchemaRegistry;
+
+    const SCHEMA: &str = r#"{"type":"record","name":"Key","namespace":"a.b","fields":[{"name":"id","type":"long"}],"connect.name":"a.b.Key"}"#;
+    const QUICK: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(50), 4);
+
+    /// Registers SCHEMA as confluent-kafka's serializer does; returns its id.
+    fn register(registry: &SchemaRegistry, auth: &RegistryAuth) -> u32 {
+        let client = reqwest::blocking::Client::new();
+        let mut request = client
+            .post(format!("{}/subjects/t-key/versions", registry.url))
+            .json(&serde_json::json!({ "schema": SCHEMA }));
+        request = match auth {
+            RegistryAuth::None => request,
+            RegistryAuth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            RegistryAuth::Bearer(token) => request.bearer_auth(token.expose()),
+        };
+        let answer: serde_json::Value = request
+            .send()
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .unwrap();
+        answer["id"].as_u64().expect("an id") as u32
+    }
+
+    fn client(url: &str, auth: RegistryAuth) -> Registry {
+        Registry::with_backoff(
+            SchemaRegistryConfig {
+                url: url.to_string(),
+                auth,
+                ca_pem: None,
+                timeout: Duration::from_secs(5),
+            },
+            QUICK,
+        )
+    }
+
+    // The blocking client must not run on the test's async runtime: these are plain tests.
+    #[test]
+    fn schemas_are_fetched_by_id_with_basic_or_bearer_auth() {
+        let basic = RegistryAuth::Basic {
+            username: "floe".into(),
+            password: Secret::new("s3cret"),
+        };
+        let registry = SchemaRegistry::start(&["--user", "floe:s3cret"]);
+        let id = register(&registry, &basic);
+        assert_eq!(
+            client(&registry.url, basic).fetch(id),
+            Ok(SCHEMA.to_string())
+        );
+        let wrong = RegistryAuth::Basic {
+            username: "floe".into(),
+            password: Secret::new("wrong"),
+        };
+        match client(&registry.url, wrong).fetch(id) {
+            Err(FetchError::Unavailable(m)) => assert!(m.contains("401"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match client(&registry.url, RegistryAuth::None).fetch(id + 1) {
+            Err(FetchError::Unavailable(m)) => assert!(m.contains("credentials"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let requests = registry.requests();
+        assert!(!requests.contains("s3cret"), "{requests}");
+
+        let bearer = RegistryAuth::Bearer(Secret::new("tok-1"));
+        let registry = SchemaRegistry::start(&["--token", "tok-1"]);
+        let id = register(&registry, &bearer);
+        assert_eq!(
+            client(&registry.url, bearer.clone()).fetch(id),
+            Ok(SCHEMA.to_string())
+        );
+        match client(&registry.url, bearer).fetch(id + 41) {
+            Err(FetchError::Unusable(m)) => assert!(m.contains(&format!("{}", id + 41)), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_registry_that_is_down_for_a_while_is_retried_and_one_that_stays_down_is_reported() {
+        // The fixture's first three answers are 503: the fetch retries through them.
+        let registry = SchemaRegistry::start(&["--fail-first", "3"]);
+        let mut failing = 0;
+        let id = loop {
+            // The registration itself may meet the 503s first.
+            let answer = reqwest::blocking::Client::new()
+                .post(format!("{}/subjects/t-key/versions", registry.url))
+                .json(&serde_json::json!({ "schema": SCHEMA }))
+                .send()
+                .unwrap();
+            if answer.status().is_success() {
+                break answer.json::<serde_json::Value>().unwrap()["id"]
+                    .as_u64()
+                    .unwrap() as u32;
+            }
+            failing += 1;
+            assert!(failing <= 3, "more 503s than the fixture was asked for");
+        };
+        let registry2 = SchemaRegistry::start(&["--fail-first", "3"]);
+        let url2 = registry2.url.clone();
+        // A fresh registry: the schema is not there, so 503 x3, then 404.
+        match client(&url2, RegistryAuth::None).fetch(id) {
+            Err(FetchError::Unusable(m)) => assert!(m.contains("not in the registry"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let requests = registry2.requests();
+        assert_eq!(
+            requests.lines().filter(|l| l.ends_with(" 503")).count(),
+            3,
+            "{requests}"
+        );
+        assert_eq!(
+            client(&registry.url, RegistryAuth::None).fetch(id),
+            Ok(SCHEMA.to_string())
+        );
+
+        // Nothing listening: retried, then reported as unavailable (never as the record's fault).
+        let gone = {
+            let r = SchemaRegistry::start(&[]);
+            let url = r.url.clone();
+            drop(r);
+            url
+        };
+        match client(&gone, RegistryAuth::None).fetch(1) {
+            Err(FetchError::Unavailable(m)) => {
+                assert!(m.contains("gave up after 4 retries"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1383,6 +1383,168 @@ fn a_random_stream_over_two_tables_with_toast_and_a_schema_change_ends_exact(tar
     random_stream_ends_exact(target, &[], false);
 }
 
+/// The Schema Registry is down when `floe run` starts on Avro records: Floe retries (and says
+/// so), the registry comes back on the same address, and the table ends exact.
+#[test]
+fn a_schema_registry_down_at_start_is_waited_for_and_nothing_is_lost() {
+    let target = Target::Local;
+    let brokers = support::kafka_brokers();
+    let seed = support::seed();
+    let mut dir = tempfile::tempdir().unwrap();
+    dir.disable_cleanup(true);
+    let root = dir.path();
+    eprintln!("floe's config and log: {}", root.display());
+    let topic = support::unique("avro_outage");
+    let store = root.join("registry.json");
+    let store = store.to_str().unwrap();
+    let registry = support::SchemaRegistry::start(&["--store", store]);
+    let url = registry.url.clone();
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let model_path = root.join("model.json");
+    let seed_arg = seed.to_string();
+    let out = run_fixture(
+        "random_stream.py",
+        &[
+            "--brokers",
+            &brokers,
+            "--topics",
+            &topic,
+            "--events",
+            "2000",
+            "--partitions",
+            "2",
+            "--seed",
+            &seed_arg,
+            "--registry",
+            &url,
+            "--model",
+            model_path.to_str().unwrap(),
+        ],
+    );
+    eprintln!("random_stream.py: {out}");
+    let model: Value = serde_json::from_slice(&std::fs::read(&model_path).unwrap()).unwrap();
+    drop(registry);
+
+    let namespace = target.namespace();
+    let config = root.join("connector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{}"
+topics = ["{topic}"]
+[tables]
+default_namespace = "{namespace}"
+[flush]
+interval = "1s"
+commit_interval = "2s"
+[metrics]
+enabled = false
+[decode]
+converter = "avro"
+[decode.schema_registry]
+url = "{url}"
+timeout = "2s"
+{}"#,
+            support::unique("group"),
+            target.toml(root)
+        ),
+    )
+    .unwrap();
+    let log_path = root.join("floe.log");
+    let mut floe = target
+        .command(&config, &["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log().contains("the schema registry did not answer; retrying") {
+        assert!(
+            floe.try_wait().unwrap().is_none(),
+            "floe exited:\n{}",
+            log()
+        );
+        assert!(Instant::now() < deadline, "no retry logged:\n{}", log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        target
+            .try_rows(root, namespace, &topic, "id,name,bio,tier", "id")
+            .ok()
+            .flatten()
+            .is_none(),
+        "nothing can be committed without the schemas"
+    );
+    let registry = support::SchemaRegistry::start(&["--store", store, "--port", &port]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut done = false;
+    while !done && Instant::now() < deadline {
+        assert!(
+            floe.try_wait().unwrap().is_none(),
+            "floe exited:\n{}",
+            log()
+        );
+        done = target
+            .try_rows(root, namespace, &topic, "id,name,bio,tier", "id")
+            .ok()
+            .flatten()
+            .as_ref()
+            == Some(&model[&topic]);
+        if !done {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    signal(&floe, "-TERM");
+    assert!(
+        wait_exit(&mut floe, Duration::from_secs(30)).success(),
+        "{}",
+        log()
+    );
+    assert!(done, "the table never matched the model:\n{}", log());
+    let rows = target
+        .read_rows(
+            Reader::DuckDb,
+            root,
+            namespace,
+            &topic,
+            "id,name,bio,tier",
+            "id",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap();
+    assert_eq!(rows, model[&topic]);
+    assert!(registry.requests().contains("GET /schemas/ids/"));
+}
+
+on_targets!(a_random_stream_in_avro_ends_exact_as_its_json_twin_does);
+/// The same stream as the test above, written by confluent-kafka's AvroSerializer (the
+/// Confluent wire format, schemas registered at a Schema Registry, a second schema version
+/// when `tier` is added): for one seed both end in the same model, so in equal tables.
+fn a_random_stream_in_avro_ends_exact_as_its_json_twin_does(target: Target) {
+    let registry = support::SchemaRegistry::start(&[]);
+    let url = registry.url.clone();
+    random_stream_ends_exact(target, &["--registry", &url], false);
+    let requests = registry.requests();
+    // Floe asked for each schema it read once: two topics, a key schema and two value versions.
+    let fetched: Vec<&str> = requests
+        .lines()
+        .filter(|l| l.starts_with("GET /schemas/ids/"))
+        .collect();
+    assert!(!fetched.is_empty(), "floe fetched no schema:\n{requests}");
+    let mut unique = fetched.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        fetched.len(),
+        "a schema was fetched twice:\n{requests}"
+    );
+}
+
 on_targets!(a_random_stream_that_debezium_partly_sends_again_into_partitioned_tables_ends_exact);
 /// The same, with a fifth of what was sent so far sent again two thirds in (a connector
 /// restart): re-sent inserts, updates and deletes must leave one row per key. The tables are
@@ -1412,7 +1574,16 @@ fn random_stream_ends_exact(target: Target, extra: &[&str], partitioned: bool) {
     eprintln!("floe's config and log: {}", root.display());
     let topics = [support::unique("rand_a"), support::unique("rand_b")];
     let model_path = root.join("model.json");
-    let redelivering = !extra.is_empty();
+    let registry = extra
+        .iter()
+        .position(|a| *a == "--registry")
+        .map(|i| extra[i + 1]);
+    let extra_stream: Vec<&str> = extra
+        .iter()
+        .copied()
+        .filter(|a| Some(*a) != registry && *a != "--registry")
+        .collect();
+    let redelivering = !extra_stream.is_empty();
     // Produces (a phase of) the stream; returns the model of the tables after it.
     let stream = |phase: &str| -> Value {
         let (topics, seed) = (topics.join(","), seed.to_string());
@@ -1425,6 +1596,12 @@ fn random_stream_ends_exact(target: Target, extra: &[&str], partitioned: bool) {
         serde_json::from_slice(&std::fs::read(&model_path).unwrap()).unwrap()
     };
     let mut model = stream(if redelivering { "first" } else { "all" });
+    let decode = match registry {
+        Some(url) => {
+            format!("[decode]\nconverter = \"avro\"\n[decode.schema_registry]\nurl = \"{url}\"\n")
+        }
+        None => String::new(),
+    };
 
     // No routes: each topic goes to <namespace>.<topic>.
     let namespace = target.namespace();
@@ -1455,6 +1632,7 @@ max_rows = 1500
 [metrics]
 enabled = false
 {partitions}
+{decode}
 {}"#,
             support::unique("group"),
             topics[0],

@@ -264,3 +264,54 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
         r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
     }
 }
+
+/// `scripts/fixtures/schema_registry.py` on a free port of 127.0.0.1, stopped when dropped.
+pub struct SchemaRegistry {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    pub url: String,
+}
+
+impl SchemaRegistry {
+    /// Starts a registry; `args` are the fixture's options (`--user`, `--token`,
+    /// `--fail-first`).
+    pub fn start(args: &[&str]) -> SchemaRegistry {
+        use std::io::BufRead as _;
+        let mut child = Command::new(python())
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("scripts/fixtures/schema_registry.py"),
+            )
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the schema registry fixture");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut port = String::new();
+        out.read_line(&mut port)
+            .expect("the registry prints its port");
+        let port: u16 = port.trim().parse().expect("the registry prints its port");
+        SchemaRegistry {
+            child,
+            out,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Stops the registry; returns the requests it answered, one "METHOD PATH STATUS" a line.
+    pub fn requests(mut self) -> String {
+        use std::io::Read as _;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut text = String::new();
+        let _ = self.out.read_to_string(&mut text);
+        text
+    }
+}
+
+impl Drop for SchemaRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
