@@ -79,6 +79,7 @@ pub struct CheckOptions {
 /// Runs every check; the caller prints them.
 pub async fn run_checks(config: &Config, options: CheckOptions) -> Vec<CheckResult> {
     let (mut results, topics) = kafka_checks(config, options.timeout);
+    results.extend(registry_check(config).await);
     results.extend(staging_checks(config).await);
     results.extend(catalog_checks(config, &topics, options.create).await);
     results
@@ -97,6 +98,32 @@ fn is_denied(text: &str) -> bool {
     ]
     .iter()
     .any(|needle| text.contains(needle))
+}
+
+// ---------------------------------------------------------------------------------------
+// Schema Registry
+
+/// Whether the Schema Registry answers, when a converter is Avro.
+async fn registry_check(config: &Config) -> Option<CheckResult> {
+    let registry = config.decode.schema_registry.clone()?;
+    let what = format!("schema registry {}", registry.url);
+    let client = crate::source::registry::Registry::new(registry);
+    // The registry client blocks: not on the runtime's threads.
+    let answer = tokio::task::spawn_blocking(move || client.check())
+        .await
+        .unwrap_or_else(|e| Err(format!("the check did not finish: {e}")));
+    Some(match answer {
+        Ok(n) => CheckResult::ok(what, format!("answers; {n} subject(s)")),
+        Err(e) if is_denied(&e) => CheckResult::new(
+            what,
+            Outcome::Failed,
+            format!(
+                "{e}: the registry refused Floe's credentials \
+                 (decode.schema_registry.username/password or bearer_token)"
+            ),
+        ),
+        Err(e) => CheckResult::new(what, Outcome::Failed, e),
+    })
 }
 
 // ---------------------------------------------------------------------------------------

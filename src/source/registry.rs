@@ -86,18 +86,12 @@ impl Registry {
 
     fn try_once(&self, client: &Client, id: u32) -> Result<String, Attempt> {
         let url = format!("{}/schemas/ids/{id}", self.config.url);
-        let mut request = client.get(&url).header(
+        let request = client.get(&url).header(
             reqwest::header::ACCEPT,
             "application/vnd.schemaregistry.v1+json, application/json",
         );
-        request = match &self.config.auth {
-            RegistryAuth::None => request,
-            RegistryAuth::Basic { username, password } => {
-                request.basic_auth(username, Some(password.expose()))
-            }
-            RegistryAuth::Bearer(token) => request.bearer_auth(token.expose()),
-        };
-        let response = request
+        let response = self
+            .authorized(request)
             .send()
             .map_err(|e| Attempt::Retry(format!("GET {url}: {}", error_chain(&e))))?;
         let status = response.status();
@@ -139,6 +133,43 @@ impl Registry {
             _ => Err(Attempt::Final(FetchError::Unavailable(format!(
                 "GET {url}: HTTP {status}: {shown}"
             )))),
+        }
+    }
+}
+
+impl Registry {
+    /// Whether the registry answers with the configured credentials (`floe check`): the
+    /// number of subjects it lists (`GET /subjects`). One try, no retries. Blocks.
+    pub fn check(&self) -> Result<usize, String> {
+        let client = self.client().map_err(|e| match e {
+            FetchError::Unusable(m) | FetchError::Unavailable(m) => m,
+        })?;
+        let url = format!("{}/subjects", self.config.url);
+        let response = self
+            .authorized(client.get(&url))
+            .send()
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        let status = response.status();
+        let body = response.text().unwrap_or_default();
+        if !status.is_success() {
+            let shown = body.chars().take(300).collect::<String>();
+            return Err(format!("GET {url}: HTTP {status}: {shown}"));
+        }
+        serde_json::from_str::<Vec<String>>(&body)
+            .map(|subjects| subjects.len())
+            .map_err(|e| format!("GET {url}: not a list of subjects ({e})"))
+    }
+
+    fn authorized(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        match &self.config.auth {
+            RegistryAuth::None => request,
+            RegistryAuth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            RegistryAuth::Bearer(token) => request.bearer_auth(token.expose()),
         }
     }
 }

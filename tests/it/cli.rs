@@ -328,6 +328,47 @@ fn check_reports_each_kafka_topic_and_the_local_directories() {
 }
 
 #[test]
+fn check_asks_the_schema_registry_with_the_configured_credentials() {
+    let brokers = crate::support::kafka_brokers();
+    let topic = crate::support::unique("check_avro");
+    crate::runtime::produce_sample(&brokers, &topic, &["--count", "1"]);
+    let registry = crate::support::SchemaRegistry::start(&["--user", "floe:pw"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n[catalog]\ntype = \"local\"\n\
+         path = \"{}\"\n[decode]\nconverter = \"avro\"\n[decode.schema_registry]\nurl = \"{}\"\n\
+         username = \"floe\"\n",
+        dir.path().join("data").display(),
+        registry.url
+    );
+    let path = write_config(dir.path(), &config);
+    let out = floe(
+        &["check", "--config", &path],
+        &[("FLOE_DECODE__SCHEMA_REGISTRY__PASSWORD", "pw")],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "ok           schema registry {}: answers; 0 subject(s)",
+            registry.url
+        )),
+        "{stdout}"
+    );
+    let out = floe(
+        &["check", "--config", &path],
+        &[("FLOE_DECODE__SCHEMA_REGISTRY__PASSWORD", "wrong")],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("failed       schema registry") && stdout.contains("401"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wrong"), "{stdout}");
+}
+
+#[test]
 fn check_names_unreachable_brokers() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1.
