@@ -557,7 +557,12 @@ fn logical(obj: &Map<String, Json>, avro_type: &str) -> Result<Map<String, Json>
             name(&mut schema, "org.apache.kafka.connect.data.Decimal");
             let mut parameters = Map::new();
             parameters.insert("scale".into(), Json::String(scale.to_string()));
-            if let Some(p) = obj.get("precision").and_then(Json::as_u64) {
+            // 64 is what the AvroConverter writes for a Decimal without a precision.
+            if let Some(p) = obj
+                .get("precision")
+                .and_then(Json::as_u64)
+                .filter(|p| *p != 64)
+            {
                 parameters.insert(
                     "connect.decimal.precision".into(),
                     Json::String(p.to_string()),
@@ -586,15 +591,11 @@ fn annotate(obj: &Map<String, Json>, schema: &mut Map<String, Json>) {
     if let Some(v) = obj.get("connect.version") {
         schema.insert("version".into(), v.clone());
     }
-    if let Some(Json::Object(p)) = obj.get("connect.parameters") {
-        let merged = match schema.remove("parameters") {
-            Some(Json::Object(mut own)) => {
-                own.extend(p.clone());
-                own
-            }
-            _ => p.clone(),
-        };
-        schema.insert("parameters".into(), Json::Object(merged));
+    // The Connect schema's own parameters, where the converter kept them: they replace what
+    // the Avro logical type says (a Decimal without a stated precision gets the Avro
+    // default of 64 there, which is not the Connect schema's).
+    if let Some(p @ Json::Object(_)) = obj.get("connect.parameters") {
+        schema.insert("parameters".into(), p.clone());
     }
 }
 

@@ -1,7 +1,9 @@
 //! Decoder tests over records captured from real connectors (`tests/data/captured/`): every
 //! record of every file decodes, and each value equals what the source row held, as the
 //! corpus's `manifest.json` states it (derived from the origin's own statements where the
-//! origin gives them). Floating-point values are compared bit for bit.
+//! origin gives them). Floating-point values are compared bit for bit. Every record with a
+//! Connect schema is also rewritten as Confluent's AvroConverter would write it, and must
+//! decode to the same change.
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +86,16 @@ fn records(entry: &Entry) -> Vec<(Option<String>, Option<String>)> {
 }
 
 fn decoder_for(entry: &Entry, topic: &str) -> Decoder {
+    let c = config::load_str(
+        &decoder_toml(entry, topic),
+        Path::new("captured.toml"),
+        std::iter::empty(),
+    )
+    .expect("valid test config");
+    Decoder::new(&c.decode, &c.tables)
+}
+
+fn decoder_toml(entry: &Entry, topic: &str) -> String {
     let format = if entry.shape.starts_with("flattened") {
         "flattened"
     } else {
@@ -101,9 +113,7 @@ fn decoder_for(entry: &Entry, topic: &str) -> Decoder {
             keys.join(", ")
         ));
     }
-    let c = config::load_str(&toml, Path::new("captured.toml"), std::iter::empty())
-        .expect("valid test config");
-    Decoder::new(&c.decode, &c.tables)
+    toml
 }
 
 fn table_name(entry: &Entry) -> String {
@@ -298,4 +308,357 @@ fn compare(got: &Datum, codec: &Codec, want: &Value) -> Result<(), String> {
         _ => false,
     };
     if ok { Ok(()) } else { mismatch() }
+}
+
+/// Every captured record that carries its Connect schema, rewritten as Confluent's
+/// AvroConverter writes the same Connect record (the schema mapped as below, the values
+/// encoded by the `apache-avro` crate, framed with a schema id), decodes to the same change
+/// as the JSON record.
+#[test]
+fn every_captured_record_with_a_schema_decodes_the_same_from_avro() {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    /// Schemas registered by the conversion, by id.
+    #[derive(Default)]
+    struct Registered(Mutex<Vec<String>>);
+
+    impl Registered {
+        fn id_of(&self, schema: String) -> u32 {
+            let mut all = self.0.lock().unwrap();
+            match all.iter().position(|s| *s == schema) {
+                Some(i) => i as u32 + 1,
+                None => {
+                    all.push(schema);
+                    all.len() as u32
+                }
+            }
+        }
+    }
+
+    impl SchemaSource for Registered {
+        fn fetch(&self, id: u32) -> Result<String, FetchError> {
+            let all = self.0.lock().unwrap();
+            all.get(id as usize - 1)
+                .cloned()
+                .ok_or_else(|| FetchError::Unusable(format!("no schema {id}")))
+        }
+    }
+
+    let registered = Arc::new(Registered::default());
+    let framed = |at: &str, json: &str| -> Vec<u8> {
+        #[derive(Deserialize)]
+        struct Parts<'a> {
+            schema: Value,
+            #[serde(borrow)]
+            payload: &'a RawValue,
+        }
+        let record: Parts = serde_json::from_str(json).expect("JSON record");
+        let avro = connect_to_avro::schema(&record.schema);
+        let parsed = apache_avro::Schema::parse(&avro).expect("a valid Avro schema");
+        let value = connect_to_avro::value(&record.schema, record.payload);
+        let id = registered.id_of(avro.to_string());
+        let mut out = vec![0];
+        out.extend_from_slice(&id.to_be_bytes());
+        match apache_avro::to_avro_datum(&parsed, value.clone()) {
+            Ok(bytes) => out.extend(bytes),
+            Err(e) => panic!("{at}: {e}\n{avro}\n{value:?}"),
+        }
+        out
+    };
+    let mut compared = 0;
+    for entry in manifest()
+        .iter()
+        .filter(|e| e.shape.ends_with("with_schema"))
+    {
+        let topic = format!("captured.{}", table_name(entry));
+        let mut json = decoder_for(entry, &topic);
+        let mut avro = {
+            let toml = decoder_toml(entry, &topic)
+                .replace("[decode]\n", "[decode]\nconverter = \"avro\"\n")
+                + "[decode.schema_registry]\nurl = \"http://127.0.0.1:1\"\n";
+            let c = config::load_str(&toml, Path::new("captured.toml"), std::iter::empty())
+                .expect("valid test config");
+            Decoder::with_schemas(&c.decode, &c.tables, Some(registered.clone()))
+        };
+        for (offset, (key, value)) in records(entry).iter().enumerate() {
+            let at = format!("{} record {offset}", entry.file);
+            let rec = record(&topic, offset as i64, key.as_deref(), value.as_deref());
+            let want = json.decode(&rec).unwrap_or_else(|e| panic!("{at}: {e}"));
+            let (k, v) = (
+                key.as_deref().map(|j| framed(&at, j)),
+                value.as_deref().map(|j| framed(&at, j)),
+            );
+            let rec = record(&topic, offset as i64, None, None);
+            let rec = KafkaRecord {
+                key: k.as_deref(),
+                value: v.as_deref(),
+                ..rec
+            };
+            let got = avro.decode(&rec).unwrap_or_else(|e| panic!("{at}: {e}"));
+            if got != want {
+                // Name the columns that differ: the changes are long.
+                if let (Decoded::Change(g), Decoded::Change(w)) = (&got, &want) {
+                    for (i, (gc, wc)) in g
+                        .schema
+                        .columns()
+                        .iter()
+                        .zip(w.schema.columns())
+                        .enumerate()
+                    {
+                        let image = |c: &Change| {
+                            c.after.as_ref().or(c.before.as_ref()).map(|r| r[i].clone())
+                        };
+                        if gc != wc || image(g) != image(w) {
+                            eprintln!(
+                                "{at}: column {}: avro {gc:?} {:?}, json {wc:?} {:?}",
+                                gc.name,
+                                image(g),
+                                image(w)
+                            );
+                        }
+                    }
+                }
+                panic!("{at}: the Avro record decodes to another change");
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 90, "only {compared} records were compared");
+}
+
+/// The Avro schema and value Confluent's AvroConverter writes for a Connect schema and value
+/// (as its `AvroData` maps them): structs to records named after the Connect name (with
+/// `connect.name`), a name used again referred to by name, optional fields to a union with
+/// null defaulting to null, int8 and int16 to int with `connect.type`, Connect's Decimal,
+/// Date, Time and Timestamp to Avro's logical types, `connect.version` and
+/// `connect.parameters` kept.
+mod connect_to_avro {
+    use std::collections::{HashMap, HashSet};
+
+    use apache_avro::types::Value as Avro;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use serde_json::value::RawValue;
+    use serde_json::{Value, json};
+
+    pub fn schema(connect: &Value) -> Value {
+        let mut defined = HashSet::new();
+        let mut unnamed = 0;
+        let (avro, _) = convert(connect, &mut defined, &mut unnamed);
+        avro
+    }
+
+    fn convert(connect: &Value, defined: &mut HashSet<String>, unnamed: &mut u32) -> (Value, bool) {
+        let optional = connect["optional"].as_bool().unwrap_or(false);
+        let name = connect["name"].as_str();
+        let mut avro = match connect["type"].as_str().expect("a Connect type") {
+            "struct" => {
+                let full = match name {
+                    Some(n) => n.to_string(),
+                    None => {
+                        *unnamed += 1;
+                        format!("io.confluent.connect.avro.ConnectDefault{unnamed}")
+                    }
+                };
+                if !defined.insert(full.clone()) {
+                    return (Value::String(full), optional);
+                }
+                let (namespace, short) = full.rsplit_once('.').unwrap_or(("", &full));
+                let fields: Vec<Value> = connect["fields"]
+                    .as_array()
+                    .expect("struct fields")
+                    .iter()
+                    .map(|f| {
+                        let (ty, optional) = convert(f, defined, unnamed);
+                        let name = f["field"].as_str().expect("a field name");
+                        if optional {
+                            json!({"name": name, "type": ["null", ty], "default": null})
+                        } else {
+                            json!({"name": name, "type": ty})
+                        }
+                    })
+                    .collect();
+                json!({"type": "record", "name": short, "namespace": namespace, "fields": fields})
+            }
+            "array" => {
+                let (items, optional) = convert(&connect["items"], defined, unnamed);
+                let items = if optional {
+                    json!(["null", items])
+                } else {
+                    items
+                };
+                json!({"type": "array", "items": items})
+            }
+            "map" => {
+                assert_eq!(
+                    connect["keys"]["type"], "string",
+                    "maps with string keys only"
+                );
+                let (values, optional) = convert(&connect["values"], defined, unnamed);
+                let values = if optional {
+                    json!(["null", values])
+                } else {
+                    values
+                };
+                json!({"type": "map", "values": values})
+            }
+            t => {
+                let primitive = match t {
+                    "int8" | "int16" | "int32" => "int",
+                    "int64" => "long",
+                    "float32" => "float",
+                    "float64" => "double",
+                    other => other,
+                };
+                let mut avro = json!({ "type": primitive });
+                if matches!(t, "int8" | "int16") {
+                    avro["connect.type"] = json!(t);
+                }
+                match name {
+                    Some("org.apache.kafka.connect.data.Decimal") => {
+                        let param = |k: &str| {
+                            connect["parameters"][k]
+                                .as_str()
+                                .and_then(|s| s.parse::<u64>().ok())
+                        };
+                        avro["logicalType"] = json!("decimal");
+                        avro["scale"] = json!(param("scale").unwrap_or(0));
+                        avro["precision"] = json!(param("connect.decimal.precision").unwrap_or(64));
+                    }
+                    Some("org.apache.kafka.connect.data.Date") => {
+                        avro["logicalType"] = json!("date")
+                    }
+                    Some("org.apache.kafka.connect.data.Time") => {
+                        avro["logicalType"] = json!("time-millis")
+                    }
+                    Some("org.apache.kafka.connect.data.Timestamp") => {
+                        avro["logicalType"] = json!("timestamp-millis")
+                    }
+                    _ => {}
+                }
+                avro
+            }
+        };
+        if let Some(v) = connect.get("version") {
+            avro["connect.version"] = v.clone();
+        }
+        if let Some(p) = connect.get("parameters") {
+            avro["connect.parameters"] = p.clone();
+        }
+        if let Some(n) = name {
+            avro["connect.name"] = json!(n);
+        }
+        (avro, optional)
+    }
+
+    /// `json` as text: numbers are read from their digits, never through a double.
+    pub fn value(connect: &Value, json: &RawValue) -> Avro {
+        let optional = connect["optional"].as_bool().unwrap_or(false);
+        match (optional, json.get().trim() == "null") {
+            (true, true) => Avro::Union(0, Box::new(Avro::Null)),
+            (true, false) => Avro::Union(1, Box::new(plain(connect, json))),
+            (false, _) => plain(connect, json),
+        }
+    }
+
+    fn parse<'a, T: serde::Deserialize<'a>>(json: &'a RawValue) -> T {
+        serde_json::from_str(json.get()).unwrap_or_else(|e| panic!("{e}: {}", json.get()))
+    }
+
+    fn plain(connect: &Value, json: &RawValue) -> Avro {
+        let name = connect["name"].as_str();
+        let text = json.get().trim();
+        // A double from its text (serde_json reads the nearest double), or "NaN" etc.
+        let float = || match text.strip_prefix('"') {
+            Some(_) => parse::<String>(json)
+                .parse::<f64>()
+                .expect("NaN or an infinity"),
+            None => parse::<f64>(json),
+        };
+        match connect["type"].as_str().unwrap() {
+            "struct" => {
+                let fields: HashMap<String, &RawValue> = parse(json);
+                Avro::Record(
+                    connect["fields"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| {
+                            let name = f["field"].as_str().unwrap();
+                            let null: &RawValue = serde_json::from_str("null").unwrap();
+                            (
+                                name.to_string(),
+                                value(f, fields.get(name).copied().unwrap_or(null)),
+                            )
+                        })
+                        .collect(),
+                )
+            }
+            "array" => Avro::Array(
+                parse::<Vec<&RawValue>>(json)
+                    .into_iter()
+                    .map(|j| value(&connect["items"], j))
+                    .collect(),
+            ),
+            "map" => Avro::Map(
+                parse::<HashMap<String, &RawValue>>(json)
+                    .into_iter()
+                    .map(|(k, j)| (k, value(&connect["values"], j)))
+                    .collect(),
+            ),
+            "int8" | "int16" | "int32" => {
+                let v = parse::<i32>(json);
+                match name {
+                    Some("org.apache.kafka.connect.data.Date") => Avro::Date(v),
+                    Some("org.apache.kafka.connect.data.Time") => Avro::TimeMillis(v),
+                    _ => Avro::Int(v),
+                }
+            }
+            "int64" => {
+                let v = parse::<i64>(json);
+                match name {
+                    Some("org.apache.kafka.connect.data.Timestamp") => Avro::TimestampMillis(v),
+                    _ => Avro::Long(v),
+                }
+            }
+            // The JsonConverter's float32 text, read as the decoder reads it.
+            "float32" | "float" => Avro::Float(float() as f32),
+            "float64" | "double" => Avro::Double(float()),
+            "boolean" => Avro::Boolean(parse(json)),
+            "string" => Avro::String(parse(json)),
+            // A Decimal's unscaled two's-complement bytes are the Avro decimal's bytes; one
+            // whose scale exceeds its precision (which PostgreSQL allows) is not a valid Avro
+            // decimal, so its schema is plain bytes (Avro ignores the logical type).
+            "bytes" => {
+                let param = |k: &str| {
+                    connect["parameters"][k]
+                        .as_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                };
+                let bytes = if text.starts_with('"') {
+                    BASE64.decode(parse::<String>(json)).expect("base64")
+                } else {
+                    // decimal.format=NUMERIC: the decimal's digits; its unscaled bytes.
+                    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+                    assert!(!text.contains(['e', 'E']), "{text}");
+                    let scale = param("scale").unwrap_or(0) as usize;
+                    assert!(fraction.len() <= scale, "{text} at scale {scale}");
+                    let digits = format!("{whole}{fraction:0<scale$}");
+                    num_bigint::BigInt::parse_bytes(digits.as_bytes(), 10)
+                        .expect("decimal digits")
+                        .to_signed_bytes_be()
+                };
+                let valid_decimal = name == Some("org.apache.kafka.connect.data.Decimal")
+                    && param("scale").unwrap_or(0)
+                        <= param("connect.decimal.precision").unwrap_or(64);
+                if valid_decimal {
+                    Avro::Decimal(apache_avro::Decimal::from(bytes))
+                } else {
+                    Avro::Bytes(bytes)
+                }
+            }
+            other => panic!("Connect type {other}"),
+        }
+    }
 }
