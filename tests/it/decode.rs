@@ -209,6 +209,44 @@ mod schema_registry {
     }
 
     #[test]
+    fn an_https_registry_is_trusted_through_the_configured_ca_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().to_str().unwrap();
+        let registry = SchemaRegistry::start(&["--tls", tls]);
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        let with_ca = |ca_pem: Option<Vec<u8>>| {
+            Registry::with_backoff(
+                SchemaRegistryConfig {
+                    url: registry.url.clone(),
+                    auth: RegistryAuth::None,
+                    ca_pem,
+                    timeout: Duration::from_secs(5),
+                },
+                QUICK,
+            )
+        };
+        // Registered through the same trust, with the test's own client.
+        let cert = reqwest::Certificate::from_pem(&ca).unwrap();
+        let client = reqwest::blocking::Client::builder()
+            .add_root_certificate(cert)
+            .build()
+            .unwrap();
+        let answer: serde_json::Value = client
+            .post(format!("{}/subjects/t-key/versions", registry.url))
+            .json(&serde_json::json!({ "schema": SCHEMA }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = answer["id"].as_u64().unwrap() as u32;
+        assert_eq!(with_ca(Some(ca)).fetch(id), Ok(SCHEMA.to_string()));
+        match with_ca(None).fetch(id) {
+            Err(FetchError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_registry_that_is_down_for_a_while_is_retried_and_one_that_stays_down_is_reported() {
         // The fixture's first three answers are 503: the fetch retries through them.
         let registry = SchemaRegistry::start(&["--fail-first", "3"]);

@@ -274,7 +274,7 @@ pub struct SchemaRegistry {
 
 impl SchemaRegistry {
     /// Starts a registry; `args` are the fixture's options (`--user`, `--token`,
-    /// `--fail-first`).
+    /// `--fail-first`, `--store`, `--port`, `--tls`).
     pub fn start(args: &[&str]) -> SchemaRegistry {
         use std::io::BufRead as _;
         let mut child = Command::new(python())
@@ -294,7 +294,14 @@ impl SchemaRegistry {
         SchemaRegistry {
             child,
             out,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!(
+                "{}://127.0.0.1:{port}",
+                if args.contains(&"--tls") {
+                    "https"
+                } else {
+                    "http"
+                }
+            ),
         }
     }
 
