@@ -507,3 +507,33 @@ fn the_orders_event_in_avro_decodes_to_the_same_change_as_in_json() {
     assert_eq!(a.schema.columns(), j.schema.columns());
     assert_eq!(a, j);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// Corrupted Avro (a valid record with bytes flipped, cut or appended, or random bytes
+    /// after a known schema id) is an error or a change, never a panic.
+    #[test]
+    fn corrupted_avro_never_panics_the_decoder(
+        edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..6),
+        cut in 0usize..400,
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        flattened in proptest::prelude::any::<bool>(),
+    ) {
+        let mut d = avro_decoder(if flattened { "format = \"flattened\"" } else { "" }, schemas());
+        let mut value = framed(
+            2,
+            USERS_ENVELOPE,
+            users_envelope("u", Some(users_row(4, None, 9)), Some(users_row(4, Some("x"), 9))),
+        );
+        for (at, byte) in edits {
+            let at = 5 + at % (value.len() - 5);
+            value[at] = byte;
+        }
+        value.truncate(5 + cut.min(value.len() - 5));
+        value.extend(tail);
+        let key = users_key(4);
+        let _ = d.decode(&rec(Some(&key), Some(&value), 0));
+        let _ = d.decode(&rec(Some(&value), None, 1));
+    }
+}
