@@ -52,8 +52,6 @@ struct Compiled {
     /// The decoder's cache key for `connect`: a zero byte (which no JSON text starts with)
     /// and the schema id.
     key: [u8; 5],
-    /// `avro` still refers to named types (a recursive schema): read it with its names.
-    resolved: bool,
 }
 
 /// Reads Confluent-framed Avro keys and values into the JsonConverter's JSON.
@@ -137,16 +135,13 @@ impl AvroReader {
             }
         })?;
         let mut reader = body;
-        let value = if compiled.resolved {
-            apache_avro::from_avro_datum(&compiled.avro, &mut reader, None)
-        } else {
+        let value =
             apache_avro::from_avro_datum_schemata(&compiled.avro, Vec::new(), &mut reader, None)
-        };
-        let value = value.map_err(|e| {
-            bad(format!(
-                "the Avro binary does not match schema id {id}: {e}"
-            ))
-        })?;
+                .map_err(|e| {
+                    bad(format!(
+                        "the Avro binary does not match schema id {id}: {e}"
+                    ))
+                })?;
         if !reader.is_empty() {
             return Err(bad(format!(
                 "{} bytes left over after the record of schema id {id}",
@@ -225,24 +220,15 @@ fn compile(id: u32, text: &str) -> Result<Compiled, String> {
             Json::Object(schema).to_string()
         }
     };
-    let mut plain = json;
-    strip_logical_types(&mut plain);
     // Without references the reader needs no table of names, which it would otherwise build
     // for every record.
-    let inlined = Inliner::default().inline(&plain, None);
-    let (avro, resolved) = match inlined {
-        Some(inlined) => (inlined, false),
-        None => (plain, true),
-    };
+    let avro = Inliner::default()
+        .inline(&json, None)
+        .ok_or("a recursive schema, which no Connect schema is")?;
     let avro = AvroSchema::parse(&avro).map_err(|e| format!("not a valid Avro schema: {e}"))?;
     let mut key = [0; 5];
     key[1..].copy_from_slice(&id.to_be_bytes());
-    Ok(Compiled {
-        avro,
-        connect,
-        key,
-        resolved,
-    })
+    Ok(Compiled { avro, connect, key })
 }
 
 fn shown(json: &Json) -> String {
@@ -255,7 +241,8 @@ fn shown(json: &Json) -> String {
 
 /// Rewrites a schema without references to named types: each use after the first gets a
 /// copy of the definition, its named types renamed (names do not change the binary form).
-/// `None` for a recursive schema, which cannot be written out.
+/// Leaves out `logicalType` everywhere, so that the Avro reader hands back the underlying
+/// values. `None` for a recursive schema, which cannot be written out.
 #[derive(Default)]
 struct Inliner {
     defined: FxHashMap<String, Json>,
@@ -289,18 +276,12 @@ impl Inliner {
                 .map(Json::Array),
             Json::Object(obj) => {
                 let mut out = obj.clone();
+                out.remove("logicalType");
                 let named = matches!(
                     obj.get("type").and_then(Json::as_str),
                     Some("record" | "enum" | "fixed")
                 );
-                let full = obj
-                    .get("name")
-                    .and_then(Json::as_str)
-                    .filter(|_| named)
-                    .map(|name| match obj.get("namespace").and_then(Json::as_str) {
-                        Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
-                        _ => full_name(name, namespace),
-                    });
+                let full = defined_name(obj, namespace).filter(|_| named);
                 let inner = full
                     .as_deref()
                     .and_then(|f| f.rsplit_once('.').map(|(ns, _)| ns.to_string()))
@@ -360,20 +341,8 @@ fn rename(avro: &mut Json, suffix: &str) {
     }
 }
 
-/// Removes `logicalType` everywhere, so that the Avro reader hands back the underlying values.
-fn strip_logical_types(json: &mut Json) {
-    match json {
-        Json::Object(map) => {
-            map.remove("logicalType");
-            map.values_mut().for_each(strip_logical_types);
-        }
-        Json::Array(items) => items.iter_mut().for_each(strip_logical_types),
-        _ => {}
-    }
-}
-
 /// The Connect schemas of the named types (records, enums, fixed) seen so far, by full name.
-type Names = FxHashMap<String, (Map<String, Json>, bool)>;
+type Names = FxHashMap<String, Map<String, Json>>;
 
 /// The Connect schema of one Avro schema, and whether it is optional (a union with null).
 fn connect_schema(
@@ -390,7 +359,7 @@ fn connect_schema(
                 names
                     .get(&full)
                     .or_else(|| names.get(name.as_str()))
-                    .cloned()
+                    .map(|schema| (schema.clone(), false))
                     .ok_or_else(|| format!("unknown type name {name:?}"))
             }
         },
@@ -457,14 +426,7 @@ fn record(
     namespace: Option<&str>,
     names: &mut Names,
 ) -> Result<Map<String, Json>, String> {
-    let name = obj
-        .get("name")
-        .and_then(Json::as_str)
-        .ok_or("a record without a name")?;
-    let full = match obj.get("namespace").and_then(Json::as_str) {
-        Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
-        _ => full_name(name, namespace),
-    };
+    let full = defined_name(obj, namespace).ok_or("a record without a name")?;
     let inner = full.rsplit_once('.').map(|(ns, _)| ns.to_string());
     let mut fields = Vec::new();
     for f in obj
@@ -489,7 +451,7 @@ fn record(
     schema.insert("fields".into(), Json::Array(fields));
     schema.insert("name".into(), Json::String(full.clone()));
     annotate(obj, &mut schema);
-    names.insert(full, (schema.clone(), false));
+    names.insert(full, schema.clone());
     Ok(schema)
 }
 
@@ -499,15 +461,22 @@ fn register(
     names: &mut Names,
     schema: &Map<String, Json>,
 ) {
-    if let Some(name) = obj.get("name").and_then(Json::as_str) {
-        let full = match obj.get("namespace").and_then(Json::as_str) {
-            Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
-            _ => full_name(name, namespace),
-        };
+    if let Some(full) = defined_name(obj, namespace) {
         let mut schema = schema.clone();
         annotate(obj, &mut schema);
-        names.insert(full, (schema, false));
+        names.insert(full, schema);
     }
+}
+
+/// The full name a named type's definition gives it: its own namespace, else the enclosing
+/// one.
+fn defined_name(obj: &Map<String, Json>, namespace: Option<&str>) -> Option<String> {
+    let name = obj.get("name").and_then(Json::as_str)?;
+    let own = obj
+        .get("namespace")
+        .and_then(Json::as_str)
+        .filter(|ns| !ns.is_empty());
+    Some(full_name(name, own.or(namespace)))
 }
 
 fn full_name(name: &str, namespace: Option<&str>) -> String {
@@ -700,7 +669,6 @@ mod tests {
             {"name":"after","type":["null","Value"]},
             {"name":"op","type":"string"}]}"#;
         let compiled = compile(1, schema).expect("compiles");
-        assert!(!compiled.resolved, "{:?}", compiled.avro);
         let value = Avro::Record(vec![
             ("before".into(), Avro::Union(0, Box::new(Avro::Null))),
             (
