@@ -1453,13 +1453,7 @@ timeout = "2s"
         ),
     )
     .unwrap();
-    let log_path = root.join("floe.log");
-    let mut floe = target
-        .command(&config, &["run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut floe, log_path) = run_logged(&target, &config, root);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !log().contains("the schema registry did not answer; retrying") {
@@ -1480,24 +1474,14 @@ timeout = "2s"
         "nothing can be committed without the schemas"
     );
     let registry = support::SchemaRegistry::start(&["--store", store, "--port", &port]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut done = false;
-    while !done && Instant::now() < deadline {
-        assert!(
-            floe.try_wait().unwrap().is_none(),
-            "floe exited:\n{}",
-            log()
-        );
-        done = target
-            .try_rows(root, namespace, &topic, "id,name,bio,tier", "id")
-            .ok()
-            .flatten()
-            .as_ref()
-            == Some(&model[&topic]);
-        if !done {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
+    let done = wait_for_model(
+        &target,
+        root,
+        std::slice::from_ref(&topic),
+        &model,
+        &mut floe,
+        &log_path,
+    );
     signal(&floe, "-TERM");
     assert!(
         wait_exit(&mut floe, Duration::from_secs(30)).success(),
@@ -1562,6 +1546,57 @@ on_targets!(a_random_stream_that_debezium_snapshots_again_ends_exact);
 /// tables hold, after the sink committed them, must replace each row, not add a second.
 fn a_random_stream_that_debezium_snapshots_again_ends_exact(target: Target) {
     random_stream_ends_exact(target, &["--resnapshot"], false);
+}
+
+/// `floe run` with `config`, its log in `root/floe.log`: the process and the log's path.
+fn run_logged(
+    target: &Target,
+    config: &std::path::Path,
+    root: &std::path::Path,
+) -> (Child, PathBuf) {
+    let log_path = root.join("floe.log");
+    let floe = target
+        .command(config, &["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    (floe, log_path)
+}
+
+/// Polls the random stream's tables (one per topic, in the target's namespace) until each
+/// holds its rows of `model`, for up to two minutes; fails at once when floe exits. Until a
+/// schema change is committed a table has no `tier`: polls read what they can.
+fn wait_for_model(
+    target: &Target,
+    root: &std::path::Path,
+    topics: &[String],
+    model: &Value,
+    floe: &mut Child,
+    log_path: &std::path::Path,
+) -> bool {
+    let poll = |t: &str| {
+        target
+            .try_rows(root, target.namespace(), t, "id,name,bio,tier", "id")
+            .ok()
+            .flatten()
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let mut done = false;
+    while Instant::now() < deadline && !done {
+        assert!(
+            floe.try_wait().unwrap().is_none(),
+            "floe exited:\n{}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+        done = topics.iter().all(|t| poll(t).as_ref() == Some(&model[t]));
+        if !done {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    eprintln!("tables matched: {done}, after {:?}", started.elapsed());
+    done
 }
 
 fn random_stream_ends_exact(target: Target, extra: &[&str], partitioned: bool) {
@@ -1641,38 +1676,10 @@ enabled = false
         ),
     )
     .unwrap();
-    let log_path = root.join("floe.log");
-    let mut floe = target
-        .command(&config, &["run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut floe, log_path) = run_logged(&target, &config, root);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    // Until the schema change is committed the table has no `tier`: polls read what they can.
-    let poll = |t: &str| {
-        target
-            .try_rows(root, namespace, t, "id,name,bio,tier", "id")
-            .ok()
-            .flatten()
-    };
     let wait_for = |model: &Value, floe: &mut Child| {
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(120);
-        let mut done = false;
-        while Instant::now() < deadline && !done {
-            assert!(
-                floe.try_wait().unwrap().is_none(),
-                "floe exited:\n{}",
-                log()
-            );
-            done = topics.iter().all(|t| poll(t).as_ref() == Some(&model[t]));
-            if !done {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-        eprintln!("tables matched: {done}, after {:?}", started.elapsed());
-        done
+        wait_for_model(&target, root, &topics, model, floe, &log_path)
     };
     if redelivering {
         // The tables hold the first part (committed) before the connector sends it again.
