@@ -16,7 +16,7 @@ use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{CatalogError, LoadedTable, TableCatalog, TableIdent};
+use super::{CatalogError, LoadedTable, MetadataCache, TableCatalog, TableIdent};
 
 const KIND: &str = "local";
 /// The catalog name rows are stored under (pyiceberg's `SqlCatalog` name).
@@ -26,6 +26,8 @@ pub struct LocalCatalog {
     warehouse: PathBuf,
     db: Mutex<Connection>,
     file_io: FileIO,
+    /// The tables' metadata by location: a commit does not read and parse the file it wrote.
+    metadata: MetadataCache,
 }
 
 impl std::fmt::Debug for LocalCatalog {
@@ -78,6 +80,7 @@ impl LocalCatalog {
             warehouse: path.join("warehouse"),
             db: Mutex::new(db),
             file_io: FileIO::new_with_fs(),
+            metadata: MetadataCache::default(),
         })
     }
 
@@ -118,10 +121,19 @@ impl LocalCatalog {
         &self,
         ident: &TableIdent,
         location: String,
-        metadata: Option<TableMetadata>,
+        written: Option<(TableMetadata, usize)>,
     ) -> Result<LoadedTable, CatalogError> {
         let version = location.clone();
-        LoadedTable::at(KIND, &self.file_io, ident, location, version, metadata).await
+        LoadedTable::at(
+            KIND,
+            &self.file_io,
+            &self.metadata,
+            ident,
+            location,
+            version,
+            written,
+        )
+        .await
     }
 }
 
@@ -229,7 +241,7 @@ impl TableCatalog for LocalCatalog {
             .map_err(|e| CatalogError::other(KIND, format!("table {ident}: {e}")))?
             .metadata;
         let location = super::next_metadata_location(&metadata, "");
-        super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
+        let bytes = super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
         let inserted = self.db().execute(
             "INSERT INTO iceberg_tables
              (catalog_name, table_namespace, table_name, metadata_location,
@@ -238,7 +250,7 @@ impl TableCatalog for LocalCatalog {
             params![CATALOG_NAME, ident.namespace, ident.name, location],
         );
         match inserted {
-            Ok(_) => self.loaded(ident, location, Some(metadata)).await,
+            Ok(_) => self.loaded(ident, location, Some((metadata, bytes))).await,
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -259,7 +271,7 @@ impl TableCatalog for LocalCatalog {
     ) -> Result<LoadedTable, CatalogError> {
         let (metadata, location, dropped) =
             super::apply_updates(KIND, base, &requirements, updates)?;
-        super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
+        let bytes = super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
         let swapped = self
             .db()
             .execute(
@@ -296,7 +308,8 @@ impl TableCatalog for LocalCatalog {
                 }
             }
         }
-        self.loaded(&base.ident, location, Some(metadata)).await
+        self.loaded(&base.ident, location, Some((metadata, bytes)))
+            .await
     }
 
     async fn drop_table(&self, ident: &TableIdent) -> Result<(), CatalogError> {
@@ -314,6 +327,7 @@ impl TableCatalog for LocalCatalog {
                 table: ident.to_string(),
             });
         }
+        self.metadata.forget(ident);
         // The local warehouse is Floe's own directory: purge the files as a drop with purge
         // does elsewhere.
         let dir = PathBuf::from(self.table_location(ident));

@@ -8,6 +8,7 @@
 
 pub mod aws;
 pub mod local;
+mod metadata_cache;
 pub mod names;
 pub mod rest;
 pub mod s3_storage;
@@ -22,6 +23,7 @@ use iceberg::io::FileIO;
 use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 
+pub(crate) use metadata_cache::MetadataCache;
 pub use names::{NameRegistry, TableIdent};
 
 use crate::config::CatalogConfig;
@@ -52,19 +54,31 @@ pub struct LoadedTable {
 }
 
 impl LoadedTable {
-    /// The table whose current metadata is at `location`, read from there unless the caller
-    /// already has it (it just wrote it).
+    /// The table whose current metadata is at `location`: the metadata the caller just wrote
+    /// there (with the file's size), else the metadata `cache` holds for that file, else read
+    /// from it. What the caller wrote or what was read is held in `cache`.
     pub(crate) async fn at(
         kind: &'static str,
         file_io: &FileIO,
+        cache: &MetadataCache,
         ident: &TableIdent,
         location: String,
         version: String,
-        metadata: Option<TableMetadata>,
+        written: Option<(TableMetadata, usize)>,
     ) -> Result<Self, CatalogError> {
-        let metadata = match metadata {
-            Some(m) => m,
-            None => read_metadata(kind, file_io, &location).await?,
+        let metadata = match written {
+            Some((metadata, bytes)) => {
+                cache.put(ident, &location, &metadata, bytes);
+                metadata
+            }
+            None => match cache.get(ident, &location) {
+                Some(metadata) => metadata,
+                None => {
+                    let (metadata, bytes) = read_metadata(kind, file_io, &location).await?;
+                    cache.put(ident, &location, &metadata, bytes);
+                    metadata
+                }
+            },
         };
         Ok(LoadedTable {
             ident: ident.clone(),
@@ -255,15 +269,16 @@ pub(crate) fn next_metadata_location(metadata: &TableMetadata, previous: &str) -
     )
 }
 
-/// Writes a metadata file with a plain PUT (no listing, no delete).
+/// Writes a metadata file with a plain PUT (no listing, no delete); returns its size.
 pub(crate) async fn write_metadata(
     catalog: &'static str,
     file_io: &FileIO,
     location: &str,
     metadata: &TableMetadata,
-) -> Result<(), CatalogError> {
+) -> Result<usize, CatalogError> {
     let json = serde_json::to_vec(metadata)
         .map_err(|e| CatalogError::other(catalog, format!("serialize metadata: {e}")))?;
+    let bytes = json.len();
     file_io
         .new_output(location)
         .map_err(|e| CatalogError::other(catalog, format!("{location}: {e}")))?
@@ -273,7 +288,8 @@ pub(crate) async fn write_metadata(
             catalog,
             message: format!("write {location}: {e}"),
             retryable: io_retryable(&e),
-        })
+        })?;
+    Ok(bytes)
 }
 
 /// Whether a failed read or write of a table's files may succeed when tried again: the
@@ -293,11 +309,12 @@ pub(crate) fn io_retryable(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Reads and parses a metadata file; returns it with its size.
 pub(crate) async fn read_metadata(
     catalog: &'static str,
     file_io: &FileIO,
     location: &str,
-) -> Result<TableMetadata, CatalogError> {
+) -> Result<(TableMetadata, usize), CatalogError> {
     let bytes = file_io
         .new_input(location)
         .map_err(|e| CatalogError::other(catalog, format!("{location}: {e}")))?
@@ -308,8 +325,10 @@ pub(crate) async fn read_metadata(
             message: format!("read {location}: {e}"),
             retryable: io_retryable(&e),
         })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CatalogError::other(catalog, format!("{location} is not table metadata: {e}")))
+    let metadata = serde_json::from_slice(&bytes).map_err(|e| {
+        CatalogError::other(catalog, format!("{location} is not table metadata: {e}"))
+    })?;
+    Ok((metadata, bytes.len()))
 }
 
 /// Iceberg's table property: delete metadata files that drop out of the metadata log.

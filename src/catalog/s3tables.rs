@@ -22,7 +22,7 @@ use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 
 use super::s3_storage::{self, S3RequestCounts, S3RequestStats};
-use super::{CatalogError, LoadedTable, TableCatalog, TableIdent};
+use super::{CatalogError, LoadedTable, MetadataCache, TableCatalog, TableIdent};
 use crate::config::S3TablesCatalog as S3TablesConfig;
 
 const KIND: &str = "s3tables";
@@ -55,6 +55,8 @@ pub struct S3TablesCatalog {
     client: aws_sdk_s3tables::Client,
     bucket_arn: String,
     file_io: FileIO,
+    /// The tables' metadata by location: a commit does not GET and parse the file it wrote.
+    metadata: MetadataCache,
     stats: Arc<S3RequestStats>,
     called: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -173,6 +175,7 @@ impl S3TablesCatalog {
                 stats.clone(),
                 s3_storage::Deletes::Refused,
             ),
+            metadata: MetadataCache::default(),
             stats,
             called,
         }
@@ -277,9 +280,18 @@ impl S3TablesCatalog {
         ident: &TableIdent,
         location: String,
         version: String,
-        metadata: Option<TableMetadata>,
+        written: Option<(TableMetadata, usize)>,
     ) -> Result<LoadedTable, CatalogError> {
-        LoadedTable::at(KIND, &self.file_io, ident, location, version, metadata).await
+        LoadedTable::at(
+            KIND,
+            &self.file_io,
+            &self.metadata,
+            ident,
+            location,
+            version,
+            written,
+        )
+        .await
     }
 }
 
@@ -437,9 +449,12 @@ impl TableCatalog for S3TablesCatalog {
             .map_err(|e| CatalogError::other(KIND, format!("table {ident}: {e}")))?
             .metadata;
         let location = super::next_metadata_location(&metadata, "");
-        super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
+        let bytes = super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
         match self.swap(ident, &token, &location).await {
-            Ok(version) => self.loaded(ident, location, version, Some(metadata)).await,
+            Ok(version) => {
+                self.loaded(ident, location, version, Some((metadata, bytes)))
+                    .await
+            }
             Err(CatalogError::Conflict { .. }) => Err(exists()),
             Err(e) => Err(e),
         }
@@ -453,9 +468,9 @@ impl TableCatalog for S3TablesCatalog {
     ) -> Result<LoadedTable, CatalogError> {
         // S3 Tables keeps (and expires) the table's metadata files itself.
         let (metadata, location, _) = super::apply_updates(KIND, base, &requirements, updates)?;
-        super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
+        let bytes = super::write_metadata(KIND, &self.file_io, &location, &metadata).await?;
         let version = self.swap(&base.ident, &base.version, &location).await?;
-        self.loaded(&base.ident, location, version, Some(metadata))
+        self.loaded(&base.ident, location, version, Some((metadata, bytes)))
             .await
     }
 
@@ -474,7 +489,8 @@ impl TableCatalog for S3TablesCatalog {
             .version_token(token)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| self.error(ident, "DeleteTable", classify(e)))
+            .map_err(|e| self.error(ident, "DeleteTable", classify(e)))?;
+        self.metadata.forget(ident);
+        Ok(())
     }
 }

@@ -743,6 +743,7 @@ impl CommitEngine {
                             remove_expired(&base, expiry, (plan.snapshot_id, &plan.manifest_list))
                                 .await;
                     }
+                    self.drop_dead_manifests(&ident, plan.snapshot_id).await;
                     return Ok(outcome);
                 }
                 Err(e @ CatalogError::Conflict { .. }) => {
@@ -774,6 +775,59 @@ impl CommitEngine {
                 });
             }
             tokio::time::sleep(waits.next().unwrap_or(self.settings.max_backoff)).await;
+        }
+    }
+
+    /// Right after compaction snapshot `compacted`: commits the table without its manifests
+    /// of removed files (`snapshot::plan_without_dead_manifests`), so readers stop going
+    /// through them now rather than from the next commit on. Skipped when another commit came
+    /// first (that one left them out already); a failure is logged and changes nothing.
+    async fn drop_dead_manifests(&self, ident: &TableIdent, compacted: i64) {
+        let table = ident.to_string();
+        let result: Result<bool, CommitError> = async {
+            let Some(base) = self.load(ident).await? else {
+                return Ok(false);
+            };
+            if base.metadata.current_snapshot_id() != Some(compacted) {
+                return Ok(false);
+            }
+            let commit_id = uuid::Uuid::new_v4().to_string();
+            let Some(plan) =
+                snapshot::plan_without_dead_manifests(&base, &commit_id, &self.settings.group)
+                    .await
+                    .map_err(CommitError::files(&table))?
+            else {
+                return Ok(false);
+            };
+            match self
+                .catalog
+                .commit(&base, plan.requirements, plan.updates)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(source) => {
+                    if matches!(source, CatalogError::Conflict { .. })
+                        && self.catalog.expires_snapshots()
+                    {
+                        expire::delete_all(&base.file_io, vec![plan.manifest_list]).await;
+                    }
+                    Err(CommitError::Catalog {
+                        table: table.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(true) => tracing::debug!(
+                table,
+                "committed the compacted table without its manifests of removed files"
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::info!(table, %error, "the compacted table keeps its manifests of removed files until the next commit")
+            }
         }
     }
 

@@ -229,6 +229,58 @@ pub async fn plan_replace(
     .await
 }
 
+/// A `replace` snapshot that changes no file: `base`'s current manifests without those that
+/// list no live file. Committed right after a compaction, so that readers stop going through
+/// the entries of every file it removed at once, not only from the next commit on. Those
+/// entries stay in the compaction's own snapshot, where expiry finds them. `None` when every
+/// manifest lists a live file.
+pub async fn plan_without_dead_manifests(
+    base: &LoadedTable,
+    commit_id: &str,
+    group: &str,
+) -> Result<Option<SnapshotPlan>, FileError> {
+    let metadata = &base.metadata;
+    let Some(parent) = metadata.current_snapshot() else {
+        return Ok(None);
+    };
+    let mut manifests = read_manifest_list(
+        &base.file_io,
+        parent.manifest_list(),
+        metadata.format_version(),
+    )
+    .await?;
+    let before = manifests.len();
+    manifests.retain(|m| m.has_added_files() || m.has_existing_files());
+    let dropped = before - manifests.len();
+    if dropped == 0 {
+        return Ok(None);
+    }
+    let out = ManifestOut::new(base, commit_id);
+    let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
+    let mut properties = HashMap::from([
+        ("manifests-created".to_string(), "0".to_string()),
+        ("manifests-kept".to_string(), manifests.len().to_string()),
+        ("manifests-replaced".to_string(), dropped.to_string()),
+    ]);
+    add_totals(
+        &mut properties,
+        Some(&parent.summary().additional_properties),
+    );
+    finish(Tail {
+        base,
+        out: &out,
+        manifests,
+        properties,
+        operation: Operation::Replace,
+        group,
+        offsets: &offsets,
+        set_offsets: false,
+        expire: false,
+    })
+    .await
+    .map(Some)
+}
+
 /// What every snapshot Floe commits ends with, on `base`'s current snapshot.
 struct Tail<'a> {
     base: &'a LoadedTable,

@@ -767,6 +767,7 @@ async fn old_snapshots_expire_and_only_their_files_go(fx: Backend) {
     let commits: i64 = if fx.kind == Kind::Local { 2000 } else { 40 };
     let mut model = Model::default();
     let (mut expired, mut removed) = (0, 0);
+    let mut compaction_snapshots = 0;
     let mut early_metadata_size = 0;
     let names: Vec<String> = (0..commits).map(|i| format!("v{i}")).collect();
     for i in 0..commits {
@@ -790,6 +791,15 @@ async fn old_snapshots_expire_and_only_their_files_go(fx: Backend) {
         model.apply(&changes);
         expired += outcome.expired_snapshots;
         removed += outcome.removed_files;
+        // Compacted once: its two snapshots (the compaction, then the table without the
+        // manifests of what it removed) expire like the others, and take the files it removed.
+        if i == commits / 4 && expires {
+            let compacted = engine.compact(&table.parse().unwrap()).await.unwrap();
+            assert!(compacted.snapshot_id.is_some(), "{compacted:?}");
+            expired += compacted.expired_snapshots;
+            removed += compacted.removed_files;
+            compaction_snapshots += 2;
+        }
         if i == 99 && fx.kind == Kind::Local {
             early_metadata_size = std::fs::metadata(fx.metadata_location(&table).await)
                 .unwrap()
@@ -805,7 +815,7 @@ async fn old_snapshots_expire_and_only_their_files_go(fx: Backend) {
         return;
     }
     assert_eq!(snapshots, 5);
-    assert_eq!(expired, commits as usize - 5);
+    assert_eq!(expired, commits as usize + compaction_snapshots - 5);
     assert!(removed as i64 >= commits - 5, "files removed: {removed}");
     let manifests = info["manifests"].as_array().unwrap();
     assert!(manifests.len() <= 40, "{manifests:?}");
@@ -902,17 +912,26 @@ async fn compaction_rewrites_the_rows_into_few_files_and_keeps_the_offsets(fx: B
     assert_eq!(fx.duckdb_rows(&table).await, model.rows());
     let info = fx.pyiceberg(&table).await;
     assert_eq!(info["rows"], model.rows());
-    let last = by_sequence(&info).last().unwrap().clone();
-    assert_eq!(last["operation"], "replace", "{last}");
-    let summary = &last["summary"];
-    assert_eq!(summary["total-data-files"], "1", "{summary}");
-    assert_eq!(summary["total-delete-files"], "0", "{summary}");
-    assert_eq!(
-        summary["total-records"],
-        model.0.len().to_string(),
-        "{summary}"
-    );
-    // The removed files are listed in manifests of their own, without a live file...
+    // Two snapshots: the compaction, which records the removed files in two manifests of
+    // their own (data and deletes), then one that lists the table without those manifests.
+    let snapshots = by_sequence(&info);
+    let [compaction, tidied] = &snapshots[snapshots.len() - 2..] else {
+        unreachable!()
+    };
+    for snapshot in [compaction, tidied] {
+        assert_eq!(snapshot["operation"], "replace", "{snapshot}");
+        let summary = &snapshot["summary"];
+        assert_eq!(summary["total-data-files"], "1", "{summary}");
+        assert_eq!(summary["total-delete-files"], "0", "{summary}");
+        assert_eq!(
+            summary["total-records"],
+            model.0.len().to_string(),
+            "{summary}"
+        );
+    }
+    assert_eq!(tidied["summary"]["manifests-replaced"], "2", "{tidied}");
+    assert_eq!(tidied["summary"]["manifests-kept"], "1", "{tidied}");
+    // Readers of the table no longer go through the removed files' entries.
     let dead = |info: &serde_json::Value| {
         info["manifests"]
             .as_array()
@@ -921,7 +940,7 @@ async fn compaction_rewrites_the_rows_into_few_files_and_keeps_the_offsets(fx: B
             .filter(|m| m["added_files"] == 0 && m["existing_files"] == 0)
             .count()
     };
-    assert_eq!(dead(&info), 2, "{}", info["manifests"]);
+    assert_eq!(dead(&info), 0, "{}", info["manifests"]);
     // The offsets of both writers are still the table's.
     let mut both = offsets.clone();
     both.advance("other", 0, 1);
@@ -940,7 +959,6 @@ async fn compaction_rewrites_the_rows_into_few_files_and_keeps_the_offsets(fx: B
     assert_eq!(fx.duckdb_rows(&table).await, model.rows());
     let info = fx.pyiceberg(&table).await;
     assert_eq!(info["rows"], model.rows());
-    // ...which the next snapshot no longer lists.
     assert_eq!(dead(&info), 0, "{}", info["manifests"]);
 }
 
