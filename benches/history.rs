@@ -22,6 +22,8 @@
 //! `FLOE_BENCH_SCAN_DIR=<dir>` keeps those tables there (a local catalog) instead of in a
 //! temporary directory.
 //!
+//! `FLOE_BENCH_SLOW=1` prints each commit that took over 50 ms, with its number.
+//!
 //! Run: `cargo bench --bench history` (`-- scan` for the scan part alone; it needs
 //! `scripts/test-env.sh up` once, for the Python venv). Figures depend on the machine; compare
 //! ratios.
@@ -133,6 +135,9 @@ async fn run(
             .await
             .unwrap();
         latencies.push(start.elapsed());
+        if std::env::var_os("FLOE_BENCH_SLOW").is_some() && start.elapsed().as_millis() > 50 {
+            eprintln!("slow commit {i}: {:?}", start.elapsed());
+        }
         if compact_every.is_some_and(|n| i % n == 0) {
             engine.compact(&spec.name).await.unwrap();
         }

@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 
 use super::files::FileError;
 use super::partition::FilePartition;
-use super::snapshot::{load_manifest, read_manifest_list};
+use super::snapshot::{load_manifests, read_manifest_list};
 use crate::catalog::LoadedTable;
 
 /// What the allocator adds to each heap allocation, roughly.
@@ -278,8 +278,8 @@ impl KeyIndex {
         let mut data = Vec::new();
         let mut position_deletes = Vec::new();
         let mut equality_deletes = Vec::new();
-        for manifest in &list {
-            let m = load_manifest(io, manifest).await.map_err(unread)?;
+        let mut manifests = std::pin::pin!(load_manifests(io, &list));
+        while let Some((manifest, m)) = manifests.try_next().await.map_err(unread)? {
             for entry in m.entries().iter().filter(|e| e.is_alive()) {
                 let seq = entry.sequence_number().unwrap_or(0);
                 let file = entry.data_file();

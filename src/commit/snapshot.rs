@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use futures::{StreamExt, TryStreamExt};
 use iceberg::io::FileIO;
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, MAIN_BRANCH, Manifest, ManifestContentType,
@@ -161,8 +162,8 @@ pub async fn live_files(base: &LoadedTable) -> Result<(Vec<LiveFile>, Vec<LiveFi
     let io = &base.file_io;
     let list =
         read_manifest_list(io, current.manifest_list(), base.metadata.format_version()).await?;
-    for m in &list {
-        let manifest = load_manifest(io, m).await?;
+    let mut manifests = std::pin::pin!(load_manifests(io, &list));
+    while let Some((m, manifest)) = manifests.try_next().await? {
         for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
             let sequence_number = entry.sequence_number().unwrap_or(m.sequence_number);
             let live = LiveFile {
@@ -398,6 +399,20 @@ pub(crate) async fn load_manifest(io: &FileIO, m: &ManifestFile) -> Result<Manif
     m.load_manifest(io)
         .await
         .map_err(|e| err(e).context(format!("read manifest {}", m.manifest_path)))
+}
+
+/// Manifests read at the same time when one step goes through several, so that their reads
+/// (GETs, on S3) overlap.
+const MANIFEST_READS: usize = 16;
+
+/// Each of `list` with its manifest, read a few at a time, in the order of `list`.
+pub(crate) fn load_manifests<'a>(
+    io: &'a FileIO,
+    list: &'a [ManifestFile],
+) -> impl futures::Stream<Item = Result<(&'a ManifestFile, Manifest), FileError>> + 'a {
+    futures::stream::iter(list)
+        .map(move |m| async move { Ok((m, load_manifest(io, m).await?)) })
+        .buffered(MANIFEST_READS)
 }
 
 /// The manifests a manifest list names.
@@ -640,8 +655,8 @@ impl<'a> ManifestOut<'a> {
     ) -> Result<Option<ManifestFile>, FileError> {
         let mut writer = self.writer(content)?;
         let mut live = 0usize;
-        for m in members {
-            let manifest = load_manifest(self.io, m).await?;
+        let mut manifests = std::pin::pin!(load_manifests(self.io, members));
+        while let Some((m, manifest)) = manifests.try_next().await? {
             for entry in manifest.entries() {
                 if !entry.is_alive() {
                     continue;
