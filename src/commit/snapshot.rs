@@ -405,13 +405,23 @@ pub(crate) async fn load_manifest(io: &FileIO, m: &ManifestFile) -> Result<Manif
 /// (GETs, on S3) overlap.
 const MANIFEST_READS: usize = 16;
 
-/// Each of `list` with its manifest, read a few at a time, in the order of `list`.
+/// Each of `list` with its manifest, read a few at a time, in the order of `list`. Each read
+/// is a task of its own, so that decoding the manifests (Avro) uses every core.
 pub(crate) fn load_manifests<'a>(
     io: &'a FileIO,
     list: &'a [ManifestFile],
 ) -> impl futures::Stream<Item = Result<(&'a ManifestFile, Manifest), FileError>> + 'a {
     futures::stream::iter(list)
-        .map(move |m| async move { Ok((m, load_manifest(io, m).await?)) })
+        .map(move |m| {
+            let (io, file) = (io.clone(), m.clone());
+            let read = tokio::spawn(async move { load_manifest(&io, &file).await });
+            async move {
+                let manifest = read.await.map_err(|e| {
+                    FileError::permanent(format!("read manifest {}: {e}", m.manifest_path))
+                })??;
+                Ok((m, manifest))
+            }
+        })
         .buffered(MANIFEST_READS)
 }
 
