@@ -85,9 +85,7 @@ impl MetadataCache {
         budget: usize,
     ) {
         let mut inner = self.lock();
-        if let Some(old) = inner.tables.remove(ident) {
-            inner.bytes -= old.bytes;
-        }
+        inner.remove(ident);
         if bytes > budget {
             return;
         }
@@ -100,9 +98,7 @@ impl MetadataCache {
             else {
                 break;
             };
-            if let Some(old) = inner.tables.remove(&oldest) {
-                inner.bytes -= old.bytes;
-            }
+            inner.remove(&oldest);
         }
         inner.tick += 1;
         let used = inner.tick;
@@ -120,38 +116,22 @@ impl MetadataCache {
 
     /// Forgets the table (it was dropped).
     pub(crate) fn forget(&self, ident: &TableIdent) {
-        let mut inner = self.lock();
-        if let Some(old) = inner.tables.remove(ident) {
-            inner.bytes -= old.bytes;
+        self.lock().remove(ident);
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, ident: &TableIdent) {
+        if let Some(old) = self.tables.remove(ident) {
+            self.bytes -= old.bytes;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use iceberg::TableCreation;
-    use iceberg::spec::{NestedField, PrimitiveType, Schema, TableMetadataBuilder, Type};
-
     use super::*;
-
-    fn metadata(location: &str) -> TableMetadata {
-        let schema = Schema::builder()
-            .with_fields(vec![
-                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            ])
-            .build()
-            .unwrap();
-        let creation = TableCreation::builder()
-            .name("t".into())
-            .location(location.into())
-            .schema(schema)
-            .build();
-        TableMetadataBuilder::from_table_creation(creation)
-            .unwrap()
-            .build()
-            .unwrap()
-            .metadata
-    }
+    use crate::catalog::test_metadata as metadata;
 
     fn ident(name: &str) -> TableIdent {
         TableIdent {

@@ -90,6 +90,28 @@ impl LoadedTable {
     }
 }
 
+/// A new table's metadata at `location`, with one `id` column (for unit tests).
+#[cfg(test)]
+pub(crate) fn test_metadata(location: &str) -> TableMetadata {
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    let schema = Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+        ])
+        .build()
+        .unwrap();
+    let creation = TableCreation::builder()
+        .name("t".into())
+        .location(location.into())
+        .schema(schema)
+        .build();
+    TableMetadataBuilder::from_table_creation(creation)
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata
+}
+
 /// A file found under a table's location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedFile {

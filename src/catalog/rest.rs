@@ -805,7 +805,6 @@ mod tests {
 mod scripted_server_tests {
     use std::sync::Mutex as StdMutex;
 
-    use iceberg::spec::{NestedField, PrimitiveType, Schema, TableMetadataBuilder, Type};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
@@ -880,22 +879,7 @@ mod scripted_server_tests {
     }
 
     fn base_table() -> LoadedTable {
-        let schema = Schema::builder()
-            .with_fields(vec![
-                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            ])
-            .build()
-            .unwrap();
-        let creation = TableCreation::builder()
-            .name("t".into())
-            .location("s3://b/ns/t".into())
-            .schema(schema)
-            .build();
-        let metadata = TableMetadataBuilder::from_table_creation(creation)
-            .unwrap()
-            .build()
-            .unwrap()
-            .metadata;
+        let metadata = crate::catalog::test_metadata("s3://b/ns/t");
         LoadedTable {
             ident: TableIdent {
                 namespace: "ns".into(),

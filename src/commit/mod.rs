@@ -735,7 +735,7 @@ impl CommitEngine {
                 .commit(&base, plan.requirements, plan.updates)
                 .await
             {
-                Ok(_) => {
+                Ok(compacted) => {
                     outcome.snapshot_id = Some(plan.snapshot_id);
                     if let Some(expiry) = &plan.expiry {
                         outcome.expired_snapshots = expiry.expired.len();
@@ -743,7 +743,7 @@ impl CommitEngine {
                             remove_expired(&base, expiry, (plan.snapshot_id, &plan.manifest_list))
                                 .await;
                     }
-                    self.drop_dead_manifests(&ident, plan.snapshot_id).await;
+                    self.drop_dead_manifests(&compacted).await;
                     return Ok(outcome);
                 }
                 Err(e @ CatalogError::Conflict { .. }) => {
@@ -778,53 +778,44 @@ impl CommitEngine {
         }
     }
 
-    /// Right after compaction snapshot `compacted`: commits the table without its manifests
-    /// of removed files (`snapshot::plan_without_dead_manifests`), so readers stop going
-    /// through them now rather than from the next commit on. Skipped when another commit came
-    /// first (that one left them out already); a failure is logged and changes nothing.
-    async fn drop_dead_manifests(&self, ident: &TableIdent, compacted: i64) {
-        let table = ident.to_string();
-        let result: Result<bool, CommitError> = async {
-            let Some(base) = self.load(ident).await? else {
-                return Ok(false);
-            };
-            if base.metadata.current_snapshot_id() != Some(compacted) {
-                return Ok(false);
+    /// On the table as the compaction left it: commits it without its manifests of removed
+    /// files (`snapshot::plan_without_dead_manifests`), so readers stop going through them now
+    /// rather than from the next commit on. When another commit came first (that one left them
+    /// out already) this one conflicts and is dropped; any other failure is logged and changes
+    /// nothing.
+    async fn drop_dead_manifests(&self, compacted: &LoadedTable) {
+        let table = compacted.ident.to_string();
+        let commit_id = uuid::Uuid::new_v4().to_string();
+        let plan = match snapshot::plan_without_dead_manifests(
+            compacted,
+            &commit_id,
+            &self.settings.group,
+        )
+        .await
+        {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return,
+            Err(e) => {
+                let error = CommitError::files(&table)(e);
+                tracing::info!(table, %error, "the compacted table keeps its manifests of removed files until the next commit");
+                return;
             }
-            let commit_id = uuid::Uuid::new_v4().to_string();
-            let Some(plan) =
-                snapshot::plan_without_dead_manifests(&base, &commit_id, &self.settings.group)
-                    .await
-                    .map_err(CommitError::files(&table))?
-            else {
-                return Ok(false);
-            };
-            match self
-                .catalog
-                .commit(&base, plan.requirements, plan.updates)
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(source) => {
-                    if matches!(source, CatalogError::Conflict { .. })
-                        && self.catalog.expires_snapshots()
-                    {
-                        expire::delete_all(&base.file_io, vec![plan.manifest_list]).await;
-                    }
-                    Err(CommitError::Catalog {
-                        table: table.clone(),
-                        source,
-                    })
-                }
-            }
-        }
-        .await;
-        match result {
-            Ok(true) => tracing::debug!(
+        };
+        match self
+            .catalog
+            .commit(compacted, plan.requirements, plan.updates)
+            .await
+        {
+            Ok(_) => tracing::debug!(
                 table,
                 "committed the compacted table without its manifests of removed files"
             ),
-            Ok(false) => {}
+            Err(CatalogError::Conflict { .. }) => {
+                // Another commit came first; nothing references the list just written.
+                if self.catalog.expires_snapshots() {
+                    expire::delete_all(&compacted.file_io, vec![plan.manifest_list]).await;
+                }
+            }
             Err(error) => {
                 tracing::info!(table, %error, "the compacted table keeps its manifests of removed files until the next commit")
             }

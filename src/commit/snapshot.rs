@@ -77,7 +77,7 @@ pub async fn plan(base: &LoadedTable, files: CommitFiles<'_>) -> Result<Snapshot
         // A manifest with no live entry (only files an earlier snapshot removed, as a
         // compaction leaves) is not carried: readers would go through it for nothing. Its
         // DELETED entries stay with the snapshot that wrote them, where expiry finds them.
-        carried.retain(|m| m.has_added_files() || m.has_existing_files());
+        carried.retain(lists_live_files);
         let policy = MergePolicy::of(metadata.properties());
         let new_manifests = out.next;
         let kept = out.merge(carried, &policy).await?;
@@ -192,10 +192,9 @@ pub async fn plan_replace(
     removed: &[LiveFile],
     expire: bool,
 ) -> Result<SnapshotPlan, FileError> {
-    let metadata = &base.metadata;
-    let parent = metadata
-        .current_snapshot()
-        .ok_or_else(|| FileError::permanent("the table has no snapshot to replace"))?;
+    if base.metadata.current_snapshot().is_none() {
+        return Err(FileError::permanent("the table has no snapshot to replace"));
+    }
     let mut out = ManifestOut::new(base, commit_id);
     let mut summary = SnapshotSummaryCollector::default();
     let mut manifests = Vec::new();
@@ -210,24 +209,7 @@ pub async fn plan_replace(
         manifests.extend(out.write_added(content, new, &mut summary).await?);
     }
     manifests.extend(out.write_removed(removed, &mut summary).await?);
-    let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
-    let mut properties = summary.build();
-    add_totals(
-        &mut properties,
-        Some(&parent.summary().additional_properties),
-    );
-    finish(Tail {
-        base,
-        out: &out,
-        manifests,
-        properties,
-        operation: Operation::Replace,
-        group,
-        offsets: &offsets,
-        set_offsets: false,
-        expire,
-    })
-    .await
+    finish_replace(base, &out, manifests, summary.build(), group, expire).await
 }
 
 /// A `replace` snapshot that changes no file: `base`'s current manifests without those that
@@ -251,35 +233,58 @@ pub async fn plan_without_dead_manifests(
     )
     .await?;
     let before = manifests.len();
-    manifests.retain(|m| m.has_added_files() || m.has_existing_files());
+    manifests.retain(lists_live_files);
     let dropped = before - manifests.len();
     if dropped == 0 {
         return Ok(None);
     }
-    let out = ManifestOut::new(base, commit_id);
-    let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
-    let mut properties = HashMap::from([
+    let properties = HashMap::from([
         ("manifests-created".to_string(), "0".to_string()),
         ("manifests-kept".to_string(), manifests.len().to_string()),
         ("manifests-replaced".to_string(), dropped.to_string()),
     ]);
-    add_totals(
-        &mut properties,
-        Some(&parent.summary().additional_properties),
-    );
+    let out = ManifestOut::new(base, commit_id);
+    finish_replace(base, &out, manifests, properties, group, false)
+        .await
+        .map(Some)
+}
+
+/// Whether a manifest lists a file the table holds (an added or existing entry). One that
+/// lists only files an earlier snapshot removed, as a compaction leaves, is not carried on:
+/// readers would go through it for nothing.
+fn lists_live_files(m: &ManifestFile) -> bool {
+    m.has_added_files() || m.has_existing_files()
+}
+
+/// The end of a `replace` snapshot on `base`'s current one: the same rows, so the parent's
+/// totals carried with this snapshot's `properties` added, and the offsets the table holds
+/// kept (the table property is left as it is).
+async fn finish_replace(
+    base: &LoadedTable,
+    out: &ManifestOut<'_>,
+    manifests: Vec<ManifestFile>,
+    mut properties: HashMap<String, String>,
+    group: &str,
+    expire: bool,
+) -> Result<SnapshotPlan, FileError> {
+    let metadata = &base.metadata;
+    let parent = metadata
+        .current_snapshot()
+        .map(|p| &p.summary().additional_properties);
+    add_totals(&mut properties, parent);
+    let offsets = CommittedOffsets::of_table(metadata, group).map_err(FileError::permanent)?;
     finish(Tail {
         base,
-        out: &out,
+        out,
         manifests,
         properties,
         operation: Operation::Replace,
         group,
         offsets: &offsets,
         set_offsets: false,
-        expire: false,
+        expire,
     })
     .await
-    .map(Some)
 }
 
 /// What every snapshot Floe commits ends with, on `base`'s current snapshot.
