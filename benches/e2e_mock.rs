@@ -32,6 +32,13 @@
 //!    without multiples of 5 are live, each with its last email (version 1 for multiples of 3).
 //!    Exits non-zero when anything is wrong.
 //!
+//! With `FLOE_BENCH_BACKFILL=1`, step 3 runs `floe backfill` instead: the release binary as a
+//! child process, at Floe's default flush settings, reading the topic to its end. The figures
+//! are then the child's own (getrusage of the waited-for child: user + sys CPU, peak RSS),
+//! without the mock broker, which stays in this process. The table is checked the same way.
+//! The mock broker keeps ~5 MB of record batches per partition: millions of events need
+//! hundreds of partitions (`FLOE_BENCH_PARTITIONS=512` holds 10M).
+//!
 //! Run: `cargo bench --bench e2e_mock` (release build; `RUST_LOG=info` shows Floe's log).
 //! Quick check: `cargo bench --bench e2e_mock -- --test` or `cargo test --benches`, which use
 //! 2,000 events unless `FLOE_BENCH_EVENTS` says otherwise. Other knobs:
@@ -78,6 +85,9 @@ struct Settings {
     /// The producer's compression.type.
     compression: String,
     timeout: Duration,
+    /// Run `floe backfill` as a child process at Floe's default flush settings instead of
+    /// `floe run` in-process.
+    backfill: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -102,6 +112,7 @@ impl Settings {
             partitions: env_or("FLOE_BENCH_PARTITIONS", 4)?,
             compression: env_or("FLOE_BENCH_COMPRESSION", "zstd".to_string())?,
             timeout: Duration::from_secs(env_or("FLOE_BENCH_TIMEOUT_SECS", 900)?),
+            backfill: env_or("FLOE_BENCH_BACKFILL", 0u8)? == 1,
         };
         ensure!(
             settings.events >= 10,
@@ -165,6 +176,9 @@ fn run() -> anyhow::Result<()> {
         .tempdir()?;
     let catalog_path = work.path().join("data");
     let group = format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    if settings.backfill {
+        return backfill(&settings, &brokers, &group, work.path(), count, produced);
+    }
     let config = floe_config(&brokers, &group, &catalog_path)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -296,6 +310,125 @@ fn run() -> anyhow::Result<()> {
         "  VERIFY                   ok: exactly the expected rows, each with its last version"
     );
     Ok(())
+}
+
+/// `floe backfill` of the whole topic as a child process, at Floe's default flush settings
+/// (`FLOE_<SECTION>__<KEY>` variables reach it): its own CPU time and peak RSS, without the mock
+/// broker's, then the same check of the table.
+fn backfill(
+    settings: &Settings,
+    brokers: &str,
+    group: &str,
+    work: &Path,
+    count: u32,
+    produced: u64,
+) -> anyhow::Result<()> {
+    let catalog_path = work.join("data");
+    let config = work.join("backfill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+topics = ["{TOPIC}"]
+[[tables.route]]
+topic = "{TOPIC}"
+table = "{TABLE}"
+[catalog]
+type = "local"
+path = "{catalog}"
+[metrics]
+enabled = false
+"#,
+            catalog = catalog_path.display()
+        ),
+    )?;
+    let log_path = work.join("floe.log");
+    let started = Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["--log-format", "json", "backfill", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .status()
+        .context("start floe backfill")?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        bail!(
+            "floe backfill exited with {status}; the end of its log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let usage = children_usage();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let table = runtime
+        .block_on(read_table(&catalog_path))
+        .context("read the table back")?;
+    let problems = check_rows(&table.live, count);
+    println!();
+    println!("e2e_mock: floe backfill as a child process against the librdkafka mock cluster");
+    println!(
+        "  events                   {produced} ({count} rows, {} partitions, {} compression)",
+        settings.partitions, settings.compression
+    );
+    println!(
+        "  events per CPU-second    {:.0}   (floe's user+sys {:.2}s)",
+        produced as f64 / usage.cpu_seconds.max(1e-9),
+        usage.cpu_seconds
+    );
+    println!(
+        "  wall events/s            {:.0}   (wall {wall:.1}s, from start to exit)",
+        produced as f64 / wall
+    );
+    println!(
+        "  peak RSS                 {:.1} MiB   (floe's own, from getrusage)",
+        usage.max_rss_kib as f64 / 1024.0
+    );
+    println!("  commits                  {}", table.snapshots);
+    println!(
+        "  live rows in the table   {} (expected {})",
+        table.live.len(),
+        expected_live(count)
+    );
+    let overrides = config_overrides();
+    if !overrides.is_empty() {
+        println!("  config overrides         {}", overrides.join(" "));
+    }
+    if let Some(problems) = problems {
+        println!("  VERIFY                   FAILED");
+        bail!("the table is wrong: {problems}");
+    }
+    println!(
+        "  VERIFY                   ok: exactly the expected rows, each with its last version"
+    );
+    Ok(())
+}
+
+struct ChildUsage {
+    cpu_seconds: f64,
+    max_rss_kib: u64,
+}
+
+/// CPU time and peak RSS of the children this process waited for (here: the one backfill).
+fn children_usage() -> ChildUsage {
+    // SAFETY: getrusage fills the struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    ChildUsage {
+        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss as u64,
+    }
 }
 
 fn floe_config(brokers: &str, group: &str, catalog: &Path) -> anyhow::Result<floe::config::Config> {
