@@ -113,7 +113,7 @@ fn rolling(
 /// rows into files of its own partition, in the order given.
 pub async fn write_data_files(
     table: &LoadedTable,
-    groups: Vec<(Option<PartitionKey>, RecordBatch)>,
+    groups: Vec<super::partition::PartitionRows>,
     settings: FileSettings,
     commit_id: &str,
 ) -> Result<Vec<DataFile>, FileError> {
@@ -127,15 +127,18 @@ pub async fn write_data_files(
     write_groups(&builder, groups).await
 }
 
-/// Writes each group of rows with a writer of its own partition, one group after another.
+/// Writes each group of rows with a writer of its own partition, one group after another,
+/// dropping each batch once written.
 async fn write_groups<B: IcebergWriterBuilder>(
     builder: &B,
-    groups: Vec<(Option<PartitionKey>, RecordBatch)>,
+    groups: Vec<super::partition::PartitionRows>,
 ) -> Result<Vec<DataFile>, FileError> {
     let mut files = Vec::new();
-    for (key, rows) in groups {
+    for (key, batches) in groups {
         let mut writer = builder.build(key).await.map_err(FileError::from)?;
-        writer.write(rows).await.map_err(FileError::from)?;
+        for rows in batches {
+            writer.write(rows).await.map_err(FileError::from)?;
+        }
         files.extend(writer.close().await.map_err(FileError::from)?);
     }
     Ok(files)
@@ -209,7 +212,7 @@ pub async fn write_equality_deletes(
         config,
     );
     let groups = Splitter::new(table)
-        .and_then(|s| s.split(rows))
+        .and_then(|s| s.split_all(vec![rows]))
         .map_err(FileError::permanent)?;
     write_groups(&builder, groups).await
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::row::{RowConverter, SortField};
 
@@ -40,112 +40,163 @@ impl ChangeOp {
 /// What one commit writes.
 #[derive(Debug)]
 pub struct Merged {
-    /// Rows for data files (the table's columns).
-    pub upserts: Option<RecordBatch>,
-    /// Rows whose key columns go into equality-delete files.
+    /// Rows for data files (the table's columns), in window order of each key's last image.
+    /// Batches of the window that are kept whole are passed on as they are, not copied.
+    pub upserts: Vec<RecordBatch>,
+    /// The key columns (in `key_columns` order) of every key that needs a delete, in order of
+    /// first appearance.
+    pub deleted_keys: Vec<ArrayRef>,
+    /// Those keys' whole rows, when asked for (equality-delete files are written from them).
     pub deletes: Option<RecordBatch>,
     /// Deletes in an append-only table (no primary key), which cannot be applied.
     pub ignored_deletes: usize,
 }
 
+impl Merged {
+    pub fn upserted_rows(&self) -> usize {
+        self.upserts.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
 struct KeyState {
-    last_row: u32,
+    /// Batch and row of the key's last change.
+    last: (u32, u32),
     last_op: ChangeOp,
 }
 
-/// `rows` holds the window's changes in event order, in the table's schema; `ops` the op of
-/// each row; `key_columns` the indices of the primary-key columns (empty: append-only).
-/// `table_is_empty`: the table has no rows, so no key needs a delete entry.
+/// `rows` holds the window's changes in event order, in the table's schema, as batches; `ops`
+/// the op of each row across them; `key_columns` the indices of the primary-key columns
+/// (empty: append-only). `table_is_empty`: the table has no rows, so no key needs a delete
+/// entry. `whole_deletes`: also return the deleted keys' whole rows.
+///
+/// Each input batch is dropped as soon as its rows moved on, so the window is held about once,
+/// plus the keys.
 pub fn merge(
-    rows: &RecordBatch,
+    rows: Vec<RecordBatch>,
     ops: &[ChangeOp],
     key_columns: &[usize],
     table_is_empty: bool,
+    whole_deletes: bool,
 ) -> Result<Merged, String> {
-    debug_assert_eq!(rows.num_rows(), ops.len());
+    debug_assert_eq!(
+        rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        ops.len()
+    );
+    let mut merged = Merged {
+        upserts: Vec::new(),
+        deleted_keys: Vec::new(),
+        deletes: None,
+        ignored_deletes: 0,
+    };
     if key_columns.is_empty() {
-        let keep: Vec<u32> = (0..ops.len() as u32)
-            .filter(|i| ops[*i as usize] != ChangeOp::Delete)
-            .collect();
-        return Ok(Merged {
-            upserts: take(rows, keep)?,
-            deletes: None,
-            ignored_deletes: ops.len() - rows_kept(ops),
-        });
+        let mut start = 0;
+        for batch in rows {
+            let batch_ops = &ops[start..start + batch.num_rows()];
+            start += batch.num_rows();
+            let keep: Vec<u32> = (0..batch_ops.len() as u32)
+                .filter(|i| batch_ops[*i as usize] != ChangeOp::Delete)
+                .collect();
+            merged.ignored_deletes += batch_ops.len() - keep.len();
+            merged.upserts.extend(keep_rows(batch, keep)?);
+        }
+        return Ok(merged);
     }
-
+    let Some(first) = rows.first() else {
+        return Ok(merged);
+    };
+    let schema = first.schema();
     let fields = key_columns
         .iter()
-        .map(|i| SortField::new(rows.column(*i).data_type().clone()))
+        .map(|i| SortField::new(schema.field(*i).data_type().clone()))
         .collect();
     let converter = RowConverter::new(fields).map_err(|e| format!("primary key: {e}"))?;
-    let key_arrays: Vec<_> = key_columns
-        .iter()
-        .map(|i| rows.column(*i).clone())
-        .collect();
-    for (i, array) in key_columns.iter().zip(&key_arrays) {
-        if array.null_count() > 0 {
+    for i in key_columns {
+        let nulls: usize = rows.iter().map(|b| b.column(*i).null_count()).sum();
+        if nulls > 0 {
             return Err(format!(
-                "primary key column {} is null in {} change(s)",
-                rows.schema().field(*i).name(),
-                array.null_count()
+                "primary key column {} is null in {nulls} change(s)",
+                schema.field(*i).name(),
             ));
         }
     }
-    let keys = converter
-        .convert_columns(&key_arrays)
+    let keys = rows
+        .iter()
+        .map(|b| {
+            let arrays: Vec<ArrayRef> = key_columns.iter().map(|i| b.column(*i).clone()).collect();
+            converter.convert_columns(&arrays)
+        })
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("primary key: {e}"))?;
 
-    // Keys in order of first appearance, so output order is deterministic.
+    // Keys in order of first appearance, so the output order is deterministic.
     let mut order: Vec<arrow::row::Row<'_>> = Vec::new();
     let mut state: HashMap<arrow::row::Row<'_>, KeyState> = HashMap::with_capacity(ops.len());
-    for (i, op) in ops.iter().enumerate() {
-        let key = keys.row(i);
-        match state.get_mut(&key) {
-            Some(s) => {
-                s.last_row = i as u32;
-                s.last_op = *op;
-            }
-            None => {
-                order.push(key);
-                state.insert(
-                    key,
-                    KeyState {
-                        last_row: i as u32,
-                        last_op: *op,
-                    },
-                );
+    let mut op = ops.iter();
+    for (b, batch_keys) in keys.iter().enumerate() {
+        for r in 0..batch_keys.num_rows() {
+            let key = batch_keys.row(r);
+            let last_op = *op.next().ok_or("fewer ops than rows")?;
+            let last = (b as u32, r as u32);
+            match state.get_mut(&key) {
+                Some(s) => {
+                    s.last = last;
+                    s.last_op = last_op;
+                }
+                None => {
+                    order.push(key);
+                    state.insert(key, KeyState { last, last_op });
+                }
             }
         }
     }
 
-    let mut upsert_rows = Vec::new();
-    let mut delete_rows = Vec::new();
+    let mut kept: Vec<Vec<u32>> = vec![Vec::new(); rows.len()];
+    let mut deleted: Vec<(usize, usize)> = Vec::new();
     for key in &order {
         let s = &state[key];
+        let (b, r) = (s.last.0 as usize, s.last.1 as usize);
         if !table_is_empty {
-            delete_rows.push(s.last_row);
+            deleted.push((b, r));
         }
         if s.last_op != ChangeOp::Delete {
-            upsert_rows.push(s.last_row);
+            kept[b].push(r as u32);
         }
     }
-    Ok(Merged {
-        upserts: take(rows, upsert_rows)?,
-        deletes: take(rows, delete_rows)?,
-        ignored_deletes: 0,
-    })
+    drop(order);
+    drop(state);
+    drop(keys);
+    if !deleted.is_empty() {
+        let select = |arrays: Vec<&dyn Array>| {
+            arrow::compute::interleave(&arrays, &deleted).map_err(|e| format!("select rows: {e}"))
+        };
+        merged.deleted_keys = key_columns
+            .iter()
+            .map(|i| select(rows.iter().map(|b| b.column(*i).as_ref()).collect()))
+            .collect::<Result<_, _>>()?;
+        if whole_deletes {
+            let all: Vec<&RecordBatch> = rows.iter().collect();
+            merged.deletes = Some(
+                arrow::compute::interleave_record_batch(&all, &deleted)
+                    .map_err(|e| format!("select rows: {e}"))?,
+            );
+        }
+    }
+    for (batch, mut keep) in rows.into_iter().zip(kept) {
+        keep.sort_unstable();
+        merged.upserts.extend(keep_rows(batch, keep)?);
+    }
+    Ok(merged)
 }
 
-fn rows_kept(ops: &[ChangeOp]) -> usize {
-    ops.iter().filter(|op| **op != ChangeOp::Delete).count()
-}
-
-fn take(rows: &RecordBatch, indices: Vec<u32>) -> Result<Option<RecordBatch>, String> {
+/// The rows of `batch` at `indices` (ascending): the batch itself when that is all of them.
+fn keep_rows(batch: RecordBatch, indices: Vec<u32>) -> Result<Option<RecordBatch>, String> {
     if indices.is_empty() {
         return Ok(None);
     }
-    take_record_batch(rows, &UInt32Array::from(indices))
+    if indices.len() == batch.num_rows() {
+        return Ok(Some(batch));
+    }
+    take_record_batch(&batch, &UInt32Array::from(indices))
         .map(Some)
         .map_err(|e| format!("select rows: {e}"))
 }
@@ -188,26 +239,42 @@ mod tests {
         .unwrap()
     }
 
-    fn ids(b: &Option<RecordBatch>) -> Vec<i64> {
-        b.as_ref().map_or(vec![], |b| {
-            b.column(0)
-                .as_any()
+    fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    fn names(batches: &[RecordBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn key_ids(m: &Merged) -> Vec<i64> {
+        m.deleted_keys.first().map_or(vec![], |k| {
+            k.as_any()
                 .downcast_ref::<Int64Array>()
                 .unwrap()
                 .values()
                 .to_vec()
-        })
-    }
-
-    fn names(b: &Option<RecordBatch>) -> Vec<String> {
-        b.as_ref().map_or(vec![], |b| {
-            b.column(1)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .iter()
-                .map(|s| s.unwrap_or_default().to_string())
-                .collect()
         })
     }
 
@@ -220,29 +287,69 @@ mod tests {
             &["a", "b", "a2", "c", "b2", "d", "d2"],
         );
         let ops = [Insert, Update, Update, Read, Delete, Insert, Delete];
-        let m = merge(&rows, &ops, &[0], false).unwrap();
+        let m = merge(vec![rows], &ops, &[0], false, true).unwrap();
         // 1: inserted then updated -> new row, with a delete (the insert may be a re-send of a
         // key the table holds). 2: updated then deleted -> delete only. 3: snapshot read ->
         // upsert with delete. 4: inserted and deleted -> delete only (a re-sent insert's row
         // must still go).
         assert_eq!(ids(&m.upserts), vec![1, 3]);
         assert_eq!(names(&m.upserts), vec!["a2", "c"]);
-        assert_eq!(ids(&m.deletes), vec![1, 2, 3, 4]);
+        assert_eq!(key_ids(&m), vec![1, 2, 3, 4]);
+        let deletes = m.deletes.unwrap();
+        assert_eq!(ids(std::slice::from_ref(&deletes)), vec![1, 2, 3, 4]);
+        // The last image of each key.
+        assert_eq!(names(&[deletes]), vec!["a2", "b2", "c", "d2"]);
+    }
+
+    #[test]
+    fn a_window_of_many_batches_merges_as_one_and_whole_batches_are_not_copied() {
+        let ops = [Insert, Insert, Update, Insert, Delete, Insert, Update];
+        let one = batch(
+            &[1, 2, 1, 3, 2, 4, 4],
+            &["a", "b", "a2", "c", "b2", "d", "d2"],
+        );
+        let whole = merge(vec![one], &ops, &[0], false, false).unwrap();
+        let parts = vec![
+            batch(&[1, 2], &["a", "b"]),
+            batch(&[1, 3, 2], &["a2", "c", "b2"]),
+            batch(&[5, 6], &["e", "f"]),
+            batch(&[4, 4], &["d", "d2"]),
+        ];
+        let untouched = parts[2].column(1).clone();
+        let ops = [
+            Insert, Insert, Update, Insert, Delete, Insert, Insert, Insert, Update,
+        ];
+        let split = merge(parts, &ops, &[0], false, false).unwrap();
+        assert_eq!(ids(&split.upserts), vec![1, 3, 5, 6, 4]);
+        assert_eq!(names(&split.upserts), vec!["a2", "c", "e", "f", "d2"]);
+        assert_eq!(key_ids(&split), vec![1, 2, 3, 5, 6, 4]);
+        assert!(split.deletes.is_none(), "only the keys were asked for");
+        // Batch 3 is kept whole: the same arrays, not a copy.
+        assert!(
+            split
+                .upserts
+                .iter()
+                .any(|b| Arc::ptr_eq(b.column(1), &untouched))
+        );
+        // The same changes, without keys 5 and 6, in one batch: the same rows.
+        assert_eq!(names(&whole.upserts), vec!["a2", "c", "d2"]);
+        assert_eq!(split.upserted_rows(), 5);
     }
 
     #[test]
     fn an_empty_table_needs_no_deletes() {
         let rows = batch(&[1, 2, 2], &["a", "b", "b2"]);
-        let m = merge(&rows, &[Read, Read, Update], &[0], true).unwrap();
+        let m = merge(vec![rows], &[Read, Read, Update], &[0], true, true).unwrap();
         assert_eq!(ids(&m.upserts), vec![1, 2]);
         assert_eq!(names(&m.upserts), vec!["a", "b2"]);
         assert!(m.deletes.is_none());
+        assert!(m.deleted_keys.is_empty());
     }
 
     #[test]
     fn append_only_tables_keep_every_row_and_count_deletes() {
         let rows = batch(&[1, 1, 2], &["a", "a", "b"]);
-        let m = merge(&rows, &[Insert, Delete, Insert], &[], false).unwrap();
+        let m = merge(vec![rows], &[Insert, Delete, Insert], &[], false, true).unwrap();
         assert_eq!(ids(&m.upserts), vec![1, 2]);
         assert_eq!(m.ignored_deletes, 1);
     }
@@ -254,7 +361,7 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![Some(1), None]))],
         )
         .unwrap();
-        let err = merge(&rows, &[Insert, Insert], &[0], false).unwrap_err();
+        let err = merge(vec![rows], &[Insert, Insert], &[0], false, true).unwrap_err();
         assert_eq!(err, "primary key column id is null in 1 change(s)");
         let err = parse_ops(&StringArray::from(vec!["c", "x"])).unwrap_err();
         assert_eq!(err, "row 1: op Some(\"x\") is not one of c, u, d, r");

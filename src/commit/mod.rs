@@ -413,14 +413,11 @@ impl CommitEngine {
 
         let table_schema = base.metadata.current_schema().clone();
         let target = schema::arrow_schema(&table_schema).map_err(&invalid)?;
-        let combined = {
-            let projected = rows
-                .into_iter()
-                .map(|b| schema::project(&b, &target))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(&invalid)?;
-            concat_batches(&target, &projected).map_err(|e| invalid(e.to_string()))?
-        };
+        let window = rows
+            .into_iter()
+            .map(|b| schema::project(&b, &target))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&invalid)?;
         let key_columns = key_column_indices(&table_schema, &target);
 
         // With the table's key index, only keys the table holds get a delete, by position;
@@ -443,24 +440,33 @@ impl CommitEngine {
             return Err(invalid(format!("{reason}{why}")));
         }
 
-        let (combined, unresolved) = toast::resolve(
-            (!truncating).then_some(&base),
-            slot.usable(spec.deletes),
-            &target,
-            combined,
-            &ops,
-            &key_columns,
-            &unchanged,
-        )
-        .await
-        .map_err(|e| invalid(format!("unchanged (TOASTed) columns: {e}")))?;
-        if unresolved > 0 {
-            tracing::warn!(
-                table = %ident,
-                cells = unresolved,
-                "unchanged (TOASTed) values with no earlier image in the window or the table were left null"
-            );
-        }
+        // Unchanged (TOASTed) values are taken from earlier images of the key: that needs the
+        // window as one batch. Without them, the window stays in its batches.
+        let window = if unchanged.iter().all(Vec::is_empty) {
+            window
+        } else {
+            let combined = concat_batches(&target, &window).map_err(|e| invalid(e.to_string()))?;
+            drop(window);
+            let (combined, unresolved) = toast::resolve(
+                (!truncating).then_some(&base),
+                slot.usable(spec.deletes),
+                &target,
+                combined,
+                &ops,
+                &key_columns,
+                &unchanged,
+            )
+            .await
+            .map_err(|e| invalid(format!("unchanged (TOASTed) columns: {e}")))?;
+            if unresolved > 0 {
+                tracing::warn!(
+                    table = %ident,
+                    cells = unresolved,
+                    "unchanged (TOASTed) values with no earlier image in the window or the table were left null"
+                );
+            }
+            vec![combined]
+        };
         let table_is_empty = truncating
             || base.metadata.current_snapshot().is_none_or(|s| {
                 s.summary()
@@ -468,9 +474,15 @@ impl CommitEngine {
                     .get("total-records")
                     .is_some_and(|n| n == "0")
             });
-        let merged = merge::merge(&combined, &ops, &key_columns, !indexed && table_is_empty)
-            .map_err(&invalid)?;
-        drop(combined);
+        // Equality deletes are written from whole rows; the key index needs only the keys.
+        let merged = merge::merge(
+            window,
+            &ops,
+            &key_columns,
+            !indexed && table_is_empty,
+            !indexed,
+        )
+        .map_err(&invalid)?;
         if merged.ignored_deletes > 0 {
             tracing::warn!(
                 table = %ident,
@@ -481,26 +493,25 @@ impl CommitEngine {
 
         let commit_id = uuid::Uuid::new_v4().to_string();
         let files_error = CommitError::files(&table);
-        let keys_of = |batch: &Option<RecordBatch>| -> Vec<ArrayRef> {
-            batch.as_ref().map_or_else(Vec::new, |b| {
-                key_columns.iter().map(|i| b.column(*i).clone()).collect()
-            })
-        };
-        let removed_keys = keys_of(&merged.deletes);
-        let rows_written = merged.upserts.as_ref().map_or(0, |b| b.num_rows() as u64);
+        let merge::Merged {
+            upserts,
+            deleted_keys: removed_keys,
+            deletes,
+            ignored_deletes,
+        } = merged;
+        let rows_written = upserts.iter().map(|b| b.num_rows() as u64).sum();
         // Rows are written partition by partition: the keys in the order of the files.
-        let groups = match merged.upserts {
-            Some(batch) => partition::Splitter::new(&base)
-                .and_then(|s| s.split(batch))
-                .map_err(&invalid)?,
-            None => Vec::new(),
-        };
+        let groups = partition::Splitter::new(&base)
+            .and_then(|s| s.split_all(upserts))
+            .map_err(&invalid)?;
         let written_keys = if indexed && !key_columns.is_empty() && !groups.is_empty() {
             key_columns
                 .iter()
                 .map(|&i| {
-                    let parts: Vec<&dyn arrow::array::Array> =
-                        groups.iter().map(|(_, b)| b.column(i).as_ref()).collect();
+                    let parts: Vec<&dyn arrow::array::Array> = groups
+                        .iter()
+                        .flat_map(|(_, batches)| batches.iter().map(|b| b.column(i).as_ref()))
+                        .collect();
                     arrow::compute::concat(&parts)
                 })
                 .collect::<Result<Vec<ArrayRef>, _>>()
@@ -516,7 +527,7 @@ impl CommitEngine {
             .delete_files(
                 slot.usable(spec.deletes),
                 &base,
-                &merged.deletes,
+                &deletes,
                 &removed_keys,
                 truncating,
                 &format!("{commit_id}-0"),
@@ -601,7 +612,7 @@ impl CommitEngine {
                     .delete_files(
                         slot.usable(spec.deletes),
                         &base,
-                        &merged.deletes,
+                        &deletes,
                         &removed_keys,
                         truncating,
                         &format!("{commit_id}-{attempt}"),
@@ -653,7 +664,7 @@ impl CommitEngine {
             rows_written,
             bytes_written,
             keys_deleted,
-            ignored_deletes: merged.ignored_deletes,
+            ignored_deletes,
             indexed,
             index_bytes: index_bytes as u64,
             attempts: attempt,
@@ -957,7 +968,8 @@ impl CommitEngine {
         match (index, deletes) {
             // A truncating commit replaces every file: nothing older to remove.
             (Some(_), _) if truncating => Ok((Vec::new(), 0)),
-            (Some(index), Some(_)) => {
+            (Some(_), _) if keys.first().is_none_or(|k| k.is_empty()) => Ok((Vec::new(), 0)),
+            (Some(index), _) => {
                 let positions = index.locate(keys).map_err(files::FileError::permanent)?;
                 let n = positions.len() as u64;
                 // A position-delete file belongs to the partition of the data files it points

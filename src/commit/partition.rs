@@ -104,6 +104,9 @@ pub fn describe(spec: &PartitionSpec, schema: &Schema) -> String {
 /// Splits rows in the table's Arrow schema by their partition under the table's current spec:
 /// partition values computed by iceberg-rust's transforms for the whole batch, rows grouped by
 /// them in one pass (Arrow's row format as the hash key), each group taken out once.
+/// One partition's rows (no key: an unpartitioned table), as batches.
+pub type PartitionRows = (Option<PartitionKey>, Vec<RecordBatch>);
+
 pub struct Splitter {
     inner: Option<Partitioned>,
 }
@@ -131,6 +134,38 @@ impl Splitter {
                 schema,
             }),
         })
+    }
+
+    /// The rows of several batches by partition: each partition's rows in batch order, the
+    /// partitions in order of first appearance; one group without a key for an unpartitioned
+    /// table. Each batch is dropped once split.
+    pub fn split_all(&self, batches: Vec<RecordBatch>) -> Result<Vec<PartitionRows>, String> {
+        let batches = batches.into_iter().filter(|b| b.num_rows() > 0);
+        if self.inner.is_none() {
+            let all: Vec<RecordBatch> = batches.collect();
+            return Ok(if all.is_empty() {
+                Vec::new()
+            } else {
+                vec![(None, all)]
+            });
+        }
+        let mut groups: Vec<PartitionRows> = Vec::new();
+        let mut at: HashMap<iceberg::spec::Struct, usize> = HashMap::default();
+        for batch in batches {
+            for (key, rows) in self.split(batch)? {
+                let values = key
+                    .as_ref()
+                    .map_or_else(iceberg::spec::Struct::empty, |k| k.data().clone());
+                match at.get(&values) {
+                    Some(i) => groups[*i].1.push(rows),
+                    None => {
+                        at.insert(values, groups.len());
+                        groups.push((key, vec![rows]));
+                    }
+                }
+            }
+        }
+        Ok(groups)
     }
 
     /// The rows of each partition, in a stable order (by partition values); one group without
