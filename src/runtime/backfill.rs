@@ -264,8 +264,14 @@ impl Runtime {
                 }
                 outcomes = self.decoding.next() => {
                     self.apply_backfill(outcomes?, &mut failed, &mut bounds).await?;
+                    if self.window_full() {
+                        // Commit the full window now rather than at the interval. If that
+                        // fails, reading waits (below) for the next round at the interval.
+                        self.commit_each(false, &mut failed).await;
+                        self.stop_failed(&failed, &mut bounds)?;
+                    }
                 }
-                message = consumer.recv(), if !self.decoding.busy() => {
+                message = consumer.recv(), if !self.decoding.busy() && !self.window_full() => {
                     let first = match message {
                         Ok(m) => detach(m),
                         Err(e) => {
@@ -327,6 +333,12 @@ impl Runtime {
             return Err(RuntimeError::Interrupted);
         }
         Ok(report)
+    }
+
+    /// Whether the staged window is at `flush.max_window_bytes`: it is committed before more
+    /// is read, so that a commit holds no more than the bound.
+    fn window_full(&self) -> bool {
+        self.window_bytes() >= self.config.flush.max_window_bytes
     }
 
     /// The topics to read: the configured list, or those matching the regex now.
