@@ -264,6 +264,8 @@ impl Runtime {
                 }
                 outcomes = self.decoding.next() => {
                     self.apply_backfill(outcomes?, &mut failed, &mut bounds).await?;
+                    self.settle_written(&mut failed).await;
+                    self.stop_failed(&failed, &mut bounds)?;
                     if self.window_full() {
                         // Commit the full window now rather than at the interval. If that
                         // fails, reading waits (below) for the next round at the interval.
@@ -333,6 +335,22 @@ impl Runtime {
             return Err(RuntimeError::Interrupted);
         }
         Ok(report)
+    }
+
+    /// Moves written flushes into their tables' windows (those in flight stay there); a table
+    /// whose flush failed fails, as at commit.
+    async fn settle_written(&mut self, failed: &mut HashMap<TableName, String>) {
+        let tables: Vec<TableName> = self.tables.keys().cloned().collect();
+        for table in tables {
+            let Some(state) = self.tables.get_mut(&table) else {
+                continue;
+            };
+            if let Err(e) = super::window::settle(state, false).await {
+                tracing::error!(%table, error = %e, "backfill of this table failed");
+                self.fail(&table, e.to_string(), failed).await;
+            }
+        }
+        self.update_buffer_gauges();
     }
 
     /// Whether the staged window is at `flush.max_window_bytes`: it is committed before more

@@ -321,7 +321,7 @@ impl Runtime {
     }
 }
 
-async fn settle(state: &mut TableState, wait: bool) -> Result<(), RuntimeError> {
+pub(super) async fn settle(state: &mut TableState, wait: bool) -> Result<(), RuntimeError> {
     while let Some(front) = state.flushing.front() {
         if !wait && !front.task.is_finished() {
             break;

@@ -159,6 +159,31 @@ fn backfills_into_a_rest_catalog() {
     s.assert_rows(&model(300, Some(2)));
 }
 
+/// A window that reaches `flush.max_window_bytes` is committed at once, not at the commit
+/// interval: with an hour-long interval, the backfill still commits many times, and each
+/// commit holds only what the window bound let in.
+#[test]
+fn a_backfill_commits_each_full_window_before_the_commit_interval() {
+    let flush = "interval = \"100ms\"\ncommit_interval = \"1h\"\nmax_rows = 50\n\
+                 max_window_bytes = \"1KiB\"";
+    let s = Setup::build("backfill_window", flush, "enabled = false", Target::Local);
+    // Enough records that reading them takes longer than a flush.
+    produce(&s.brokers, &s.topic, 3000, 3, None);
+    let out = run(&s, &["backfill"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let (records, _, _, status) = report_line(&stdout, &s.target.table());
+    // 3000 inserts, 1000 updates, 600 deletes and 600 tombstones.
+    assert_eq!((records, status.as_str()), (5200, "ok"), "{stdout}");
+    s.assert_rows(&model(3000, None));
+    // Before the bound was honoured, this backfill committed once, at its end.
+    let snapshots = s.local_table_metadata()["snapshots"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(snapshots >= 3, "{snapshots} snapshot(s)");
+}
+
 /// The lines of `floe check` output that are not ok, as "<outcome> <check>: <detail>".
 fn not_ok(stdout: &str) -> Vec<String> {
     stdout

@@ -538,7 +538,7 @@ table = "{table}"
     }
 
     /// The current metadata file of the table (local catalog: read from disk).
-    fn local_table_metadata(&self) -> Value {
+    pub(crate) fn local_table_metadata(&self) -> Value {
         let location = self
             .target
             .metadata_location(&self.root, self.target.namespace(), "customers")
