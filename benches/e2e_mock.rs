@@ -127,6 +127,8 @@ impl Settings {
 }
 
 fn main() -> ExitCode {
+    // As the floe binary does, so the in-process run allocates as it would.
+    floe::cli::limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -42,6 +42,26 @@ impl CliError {
     }
 }
 
+/// Memory arenas glibc's allocator may create, unless `MALLOC_ARENA_MAX` says otherwise.
+pub const MALLOC_ARENAS: i32 = 2;
+
+/// Holds glibc's allocator to [`MALLOC_ARENAS`] arenas. By default it creates up to eight per
+/// core, one per thread that allocates at the same time as another; Floe's threads (tokio's
+/// workers and blocking pool, the decode thread, librdkafka's) then each keep the memory a
+/// commit freed in their own arena, where the next commit on another thread cannot reuse it.
+/// Measured on a 10M-event backfill (`FLOE_BENCH_BACKFILL=1 cargo bench --bench e2e_mock`):
+/// peak RSS 939 MiB with the default, 757 MiB with two arenas. Call it first thing in `main`,
+/// before any thread starts. Other allocators and C libraries: nothing to do.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no thread has started yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 /// Logs go to stderr; `RUST_LOG` (default `info`) sets the filter.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;

@@ -117,6 +117,7 @@ enum PolicyFormatArg {
 }
 
 fn main() -> ExitCode {
+    cli::limit_malloc_arenas();
     let cli = Cli::parse();
     cli::init_logging(match cli.log_format {
         LogFormatArg::Auto => LogFormat::Auto,
