@@ -101,12 +101,12 @@ pub fn describe(spec: &PartitionSpec, schema: &Schema) -> String {
         .join(", ")
 }
 
-/// Splits rows in the table's Arrow schema by their partition under the table's current spec:
-/// partition values computed by iceberg-rust's transforms for the whole batch, rows grouped by
-/// them in one pass (Arrow's row format as the hash key), each group taken out once.
 /// One partition's rows (no key: an unpartitioned table), as batches.
 pub type PartitionRows = (Option<PartitionKey>, Vec<RecordBatch>);
 
+/// Splits rows in the table's Arrow schema by their partition under the table's current spec:
+/// partition values computed by iceberg-rust's transforms for the whole batch, rows grouped by
+/// them in one pass (Arrow's row format as the hash key), each group taken out once.
 pub struct Splitter {
     inner: Option<Partitioned>,
 }
