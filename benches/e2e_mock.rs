@@ -296,6 +296,18 @@ fn run() -> anyhow::Result<()> {
         expected_live(count)
     );
     println!("  producing (not measured) {produce_seconds:.1}s");
+    let consumed = if events >= produced {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "Floe consumed {events} events but {produced} were produced"
+        ))
+    };
+    verdict(problems, consumed)
+}
+
+/// Prints the config overrides and the verdict: the table's problems first, then `also`.
+fn verdict(problems: Option<String>, also: anyhow::Result<()>) -> anyhow::Result<()> {
     let overrides = config_overrides();
     if !overrides.is_empty() {
         println!("  config overrides         {}", overrides.join(" "));
@@ -304,10 +316,7 @@ fn run() -> anyhow::Result<()> {
         println!("  VERIFY                   FAILED");
         bail!("the table is wrong: {problems}");
     }
-    ensure!(
-        events >= produced,
-        "Floe consumed {events} events but {produced} were produced"
-    );
+    also?;
     println!(
         "  VERIFY                   ok: exactly the expected rows, each with its last version"
     );
@@ -327,26 +336,7 @@ fn backfill(
 ) -> anyhow::Result<()> {
     let catalog_path = work.join("data");
     let config = work.join("backfill.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-topics = ["{TOPIC}"]
-[[tables.route]]
-topic = "{TOPIC}"
-table = "{TABLE}"
-[catalog]
-type = "local"
-path = "{catalog}"
-[metrics]
-enabled = false
-"#,
-            catalog = catalog_path.display()
-        ),
-    )?;
+    std::fs::write(&config, config_text(brokers, group, &catalog_path, ""))?;
     let log_path = work.join("floe.log");
     let started = Instant::now();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
@@ -399,18 +389,7 @@ enabled = false
         table.live.len(),
         expected_live(count)
     );
-    let overrides = config_overrides();
-    if !overrides.is_empty() {
-        println!("  config overrides         {}", overrides.join(" "));
-    }
-    if let Some(problems) = problems {
-        println!("  VERIFY                   FAILED");
-        bail!("the table is wrong: {problems}");
-    }
-    println!(
-        "  VERIFY                   ok: exactly the expected rows, each with its last version"
-    );
-    Ok(())
+    verdict(problems, Ok(()))
 }
 
 struct ChildUsage {
@@ -433,8 +412,22 @@ fn children_usage() -> ChildUsage {
     }
 }
 
+/// The bench's config for the in-process run: flushes every 2 s, commits every 5 s.
 fn floe_config(brokers: &str, group: &str, catalog: &Path) -> anyhow::Result<floe::config::Config> {
-    let text = format!(
+    let text = config_text(
+        brokers,
+        group,
+        catalog,
+        "[flush]\ninterval = \"2s\"\ncommit_interval = \"5s\"\n",
+    );
+    // Floe's usual FLOE_<SECTION>__<KEY> overrides apply (FLOE_BENCH_* have no "__").
+    floe::config::load_str(&text, Path::new("e2e_mock.toml"), std::env::vars())
+        .context("bench config")
+}
+
+/// One topic routed to one table of a local catalog, metrics off, plus `extra`.
+fn config_text(brokers: &str, group: &str, catalog: &Path, extra: &str) -> String {
+    format!(
         r#"
 [kafka]
 brokers = "{brokers}"
@@ -446,17 +439,11 @@ table = "{TABLE}"
 [catalog]
 type = "local"
 path = "{catalog}"
-[flush]
-interval = "2s"
-commit_interval = "5s"
 [metrics]
 enabled = false
-"#,
+{extra}"#,
         catalog = catalog.display()
-    );
-    // Floe's usual FLOE_<SECTION>__<KEY> overrides apply (FLOE_BENCH_* have no "__").
-    floe::config::load_str(&text, Path::new("e2e_mock.toml"), std::env::vars())
-        .context("bench config")
+    )
 }
 
 /// The FLOE_<SECTION>__<KEY> variables that change the bench's Floe config.

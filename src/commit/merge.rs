@@ -166,19 +166,25 @@ pub fn merge(
     drop(state);
     drop(keys);
     if !deleted.is_empty() {
-        let select = |arrays: Vec<&dyn Array>| {
-            arrow::compute::interleave(&arrays, &deleted).map_err(|e| format!("select rows: {e}"))
-        };
-        merged.deleted_keys = key_columns
-            .iter()
-            .map(|i| select(rows.iter().map(|b| b.column(*i).as_ref()).collect()))
-            .collect::<Result<_, _>>()?;
+        let failed = |e: arrow::error::ArrowError| format!("select rows: {e}");
         if whole_deletes {
             let all: Vec<&RecordBatch> = rows.iter().collect();
-            merged.deletes = Some(
-                arrow::compute::interleave_record_batch(&all, &deleted)
-                    .map_err(|e| format!("select rows: {e}"))?,
-            );
+            let deletes =
+                arrow::compute::interleave_record_batch(&all, &deleted).map_err(failed)?;
+            merged.deleted_keys = key_columns
+                .iter()
+                .map(|i| deletes.column(*i).clone())
+                .collect();
+            merged.deletes = Some(deletes);
+        } else {
+            merged.deleted_keys = key_columns
+                .iter()
+                .map(|i| {
+                    let arrays: Vec<&dyn Array> =
+                        rows.iter().map(|b| b.column(*i).as_ref()).collect();
+                    arrow::compute::interleave(&arrays, &deleted).map_err(failed)
+                })
+                .collect::<Result<_, _>>()?;
         }
     }
     for (batch, mut keep) in rows.into_iter().zip(kept) {

@@ -353,12 +353,6 @@ impl Runtime {
         self.update_buffer_gauges();
     }
 
-    /// Whether the staged window is at `flush.max_window_bytes`: it is committed before more
-    /// is read, so that a commit holds no more than the bound.
-    fn window_full(&self) -> bool {
-        self.window_bytes() >= self.config.flush.max_window_bytes
-    }
-
     /// The topics to read: the configured list, or those matching the regex now.
     fn topics(&self) -> Result<Vec<String>, RuntimeError> {
         match &self.config.kafka.topics {

@@ -383,7 +383,7 @@ impl Runtime {
     /// a full window early, and pause or resume reading for the window's bound.
     async fn after_step(&mut self) -> Result<(), RuntimeError> {
         self.handle_rebalances().await?;
-        if self.round.is_none() && self.window_bytes() >= self.config.flush.max_window_bytes {
+        if self.round.is_none() && self.window_full() {
             let now = std::time::Instant::now();
             if self.tables.values().any(|s| s.has_work() && s.due(now)) {
                 // The window is full: commit it now rather than at the interval.

@@ -268,6 +268,12 @@ impl Runtime {
         self.tables.values().map(TableState::window_bytes).sum()
     }
 
+    /// Whether the staged window is at `flush.max_window_bytes`: it is committed before more
+    /// is read, so that a commit holds no more than the bound.
+    pub(super) fn window_full(&self) -> bool {
+        self.window_bytes() >= self.config.flush.max_window_bytes
+    }
+
     /// Pauses every assigned partition while the staged window is at `flush.max_window_bytes`
     /// and cannot be committed now (a round is in flight, or the tables are waiting to retry),
     /// and resumes them once it has room. Call only with no rebalance event pending, so that
