@@ -64,6 +64,9 @@ struct TopicState {
     table: TableName,
     /// Per partition, the key of the last record if it was a delete: its tombstone follows.
     last_delete: FxHashMap<i32, Box<[u8]>>,
+    /// The Connect schemas of the topic's last enveloped key and value ([`Decoder::json`]).
+    key_schema: Option<Arc<str>>,
+    value_schema: Option<Arc<str>>,
 }
 
 struct TableState {
@@ -245,6 +248,8 @@ impl Decoder {
                 topic: topic.clone(),
                 table: table.clone(),
                 last_delete: FxHashMap::default(),
+                key_schema: None,
+                value_schema: None,
             },
         );
         Ok((topic, table))
@@ -288,16 +293,18 @@ impl Decoder {
             // schema) becomes with schemas.enable=false.
             return self.tombstone(rec, table, position);
         }
-        let top = RawObject::parse(text).map_err(|e| malformed(e.to_string()))?;
-        match top.envelope() {
-            Some((schema, payload)) => self.payload(
+        match self
+            .json(rec.topic, RecordPart::Value, text)
+            .map_err(|e| malformed(e.to_string()))?
+        {
+            Json::Enveloped { schema, payload } => self.payload(
                 rec,
                 table,
-                Some(SchemaText::Json(schema)),
-                payload.get(),
+                Some(SchemaText::Json(&schema)),
+                payload,
                 position,
             ),
-            None => match self.format {
+            Json::Object(top) => match self.format {
                 DecodeFormat::Envelope => self.envelope(rec, table, None, &top, position),
                 DecodeFormat::Flattened => self.flattened(rec, table, None, text, position),
             },
@@ -534,6 +541,46 @@ impl Decoder {
         })
     }
 
+    /// A JSON key or value as the JsonConverter writes it: its schema and payload when it is the
+    /// `schemas.enable=true` wrapper, else the object. The records of a topic mostly carry the
+    /// schema the one before carried: that is found by comparing bytes ([`split_envelope`]),
+    /// not read over as JSON, which was most of the cost of decoding a record with its schema.
+    fn json<'t>(
+        &mut self,
+        topic: &str,
+        part: RecordPart,
+        text: &'t str,
+    ) -> Result<Json<'t>, serde_json::Error> {
+        let Some(state) = self.topics.get_mut(topic) else {
+            return Ok(Json::of(RawObject::parse(text)?));
+        };
+        let last = match part {
+            RecordPart::Key => &mut state.key_schema,
+            RecordPart::Value => &mut state.value_schema,
+        };
+        if let Some(schema) = last.as_ref()
+            && let Some(payload) = split_envelope(text, schema)
+        {
+            return Ok(Json::Enveloped {
+                schema: schema.clone(),
+                payload,
+            });
+        }
+        let json = Json::of(RawObject::parse(text)?);
+        if let Json::Enveloped { schema, .. } = &json {
+            *last = Some(schema.clone());
+        }
+        Ok(json)
+    }
+
+    /// Forgets the topics' last schemas, so the next records' are read as JSON again.
+    #[cfg(test)]
+    pub(crate) fn forget_schemas(&mut self) {
+        for t in self.topics.values_mut() {
+            (t.key_schema, t.value_schema) = (None, None);
+        }
+    }
+
     fn compile_value_schema(
         &mut self,
         rec: &KafkaRecord<'_>,
@@ -541,7 +588,7 @@ impl Decoder {
     ) -> Result<Arc<RowSchema>, DecodeError> {
         let (format, vsd) = (self.format, self.variable_scale_decimal);
         let (key, text) = match schema {
-            SchemaText::Json(raw) => (raw.get().as_bytes(), raw.get()),
+            SchemaText::Json(text) => (text.as_bytes(), text),
             SchemaText::Known { key, json } => (key, json),
         };
         self.value_schemas
@@ -589,15 +636,15 @@ impl Decoder {
         };
         if let Some(key) = rec.key {
             let text = std::str::from_utf8(key).map_err(|e| bad_key(e.to_string()))?;
-            match RawObject::parse(text) {
-                Ok(obj) => match obj.envelope() {
-                    Some((schema, payload)) => {
+            match self.json(rec.topic, RecordPart::Key, text) {
+                Ok(json) => match json {
+                    Json::Enveloped { schema, payload } => {
                         let vsd = self.variable_scale_decimal;
                         let compiled = self
                             .key_schemas
-                            .get_or_compile(schema.get().as_bytes(), || {
+                            .get_or_compile(schema.as_bytes(), || {
                                 Ok(Arc::new(
-                                    ConnectSchema::parse(schema.get())?
+                                    ConnectSchema::parse(&schema)?
                                         .compile_struct(vsd, |_| false)?,
                                 ))
                             })
@@ -608,10 +655,10 @@ impl Decoder {
                                 })
                             })?;
                         info.names = compiled.fields.iter().map(|f| f.name.clone()).collect();
-                        info.payload = Some(payload.get()).filter(|p| *p != "null");
+                        info.payload = Some(payload).filter(|p| *p != "null");
                         info.schema = Some(compiled);
                     }
-                    None => {
+                    Json::Object(obj) => {
                         info.names = obj.entries.iter().map(|(k, _)| k.to_string()).collect();
                         info.payload = Some(text);
                     }
@@ -748,8 +795,8 @@ impl Decoder {
 /// The Connect schema of a record value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum SchemaText<'a> {
-    /// The `schema` of the JsonConverter's envelope, found again by its bytes.
-    Json(&'a RawValue),
+    /// The `schema` of the JsonConverter's envelope (its JSON text), found again by its bytes.
+    Json(&'a str),
     /// One already known (derived from an Avro schema): its JSON, found again by `key`, which
     /// no JSON text equals.
     Known { key: &'a [u8], json: &'a str },
@@ -931,6 +978,43 @@ fn image_has_key(
     Ok(())
 }
 
+/// A JSON key or value: the JsonConverter's `schemas.enable=true` wrapper, or an object.
+enum Json<'t> {
+    Enveloped { schema: Arc<str>, payload: &'t str },
+    Object(RawObject<'t>),
+}
+
+impl<'t> Json<'t> {
+    fn of(object: RawObject<'t>) -> Self {
+        match object.envelope() {
+            Some((schema, payload)) => Json::Enveloped {
+                schema: schema.get().into(),
+                payload: payload.get(),
+            },
+            None => Json::Object(object),
+        }
+    }
+}
+
+/// The payload of `text` when it is exactly `{"schema":<schema>,"payload":<payload>}` (with
+/// any whitespace between the tokens) for this `schema` text, as the JsonConverter writes
+/// it; `None` when it is anything else, which the caller then parses. A JSON object is
+/// self-delimiting, so text starting with a schema's exact bytes holds that schema; the
+/// payload is still parsed, as one JSON value.
+pub(crate) fn split_envelope<'t>(text: &'t str, schema: &str) -> Option<&'t str> {
+    fn token<'a>(text: &'a str, token: &str) -> Option<&'a str> {
+        text.trim_start().strip_prefix(token)
+    }
+    let rest = token(text, "{")?;
+    let rest = token(token(rest, "\"schema\"")?, ":")?;
+    let rest = rest.trim_start().strip_prefix(schema)?;
+    let rest = token(token(token(rest, ",")?, "\"payload\"")?, ":")?;
+    let payload = rest.trim_end().strip_suffix('}')?;
+    serde_json::from_str::<&RawValue>(payload)
+        .ok()
+        .map(RawValue::get)
+}
+
 /// A JSON object with its values left as raw JSON text, in order.
 pub(crate) struct RawObject<'a> {
     pub entries: Vec<(Cow<'a, str>, &'a RawValue)>,
@@ -1056,6 +1140,47 @@ impl RawSource<'_> {
                 Snapshot::Text(t) => t.into_owned(),
             }),
             position,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_envelope;
+
+    const SCHEMA: &str = r#"{"type":"struct","fields":[{"type":"int32","field":"id"}]}"#;
+
+    #[test]
+    fn a_known_schema_is_found_by_its_bytes_and_the_payload_is_still_parsed() {
+        let framed =
+            |schema: &str, payload: &str| format!(r#"{{"schema":{schema},"payload":{payload}}}"#);
+        assert_eq!(
+            split_envelope(&framed(SCHEMA, r#"{"id":1}"#), SCHEMA),
+            Some(r#"{"id":1}"#)
+        );
+        let spaced = format!(" {{ \"schema\" :\n{SCHEMA} ,\t\"payload\": {{\"id\": 2}} }}\n");
+        assert_eq!(split_envelope(&spaced, SCHEMA), Some(r#"{"id": 2}"#));
+        assert_eq!(
+            split_envelope(&framed(SCHEMA, "null"), SCHEMA),
+            Some("null")
+        );
+
+        // Anything else is left to the parser.
+        let other = SCHEMA.replace("int32", "int64");
+        for text in [
+            framed(&other, r#"{"id":1}"#),
+            // The schema's bytes, but followed by more of a longer value.
+            framed(&SCHEMA.replace("]}", "],\"name\":\"x\"}"), r#"{"id":1}"#),
+            format!(r#"{{"payload":{{"id":1}},"schema":{SCHEMA}}}"#),
+            format!(r#"{{"schema":{SCHEMA},"payload":{{"id":1}},"extra":1}}"#),
+            format!(r#"{{"schema":{SCHEMA},"payload":{{"id":1}}"#),
+            format!(r#"{{"schema":{SCHEMA},"payload":{{"id":}}}}"#),
+            format!(r#"{{"schema":{SCHEMA},"payload":{{"id":1}}}} x"#),
+            format!(r#"{{"sch\u0065ma":{SCHEMA},"payload":{{"id":1}}}}"#),
+            r#"{"id":1}"#.to_string(),
+            String::new(),
+        ] {
+            assert_eq!(split_envelope(&text, SCHEMA), None, "{text}");
         }
     }
 }
