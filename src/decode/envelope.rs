@@ -1002,14 +1002,16 @@ impl<'t> Json<'t> {
 /// self-delimiting, so text starting with a schema's exact bytes holds that schema; the
 /// payload is still parsed, as one JSON value.
 pub(crate) fn split_envelope<'t>(text: &'t str, schema: &str) -> Option<&'t str> {
+    // JSON's whitespace only: str::trim would also pass other Unicode spaces.
+    const SPACE: [char; 4] = [' ', '\t', '\n', '\r'];
     fn token<'a>(text: &'a str, token: &str) -> Option<&'a str> {
-        text.trim_start().strip_prefix(token)
+        text.trim_start_matches(SPACE).strip_prefix(token)
     }
     let rest = token(text, "{")?;
     let rest = token(token(rest, "\"schema\"")?, ":")?;
-    let rest = rest.trim_start().strip_prefix(schema)?;
+    let rest = token(rest, schema)?;
     let rest = token(token(token(rest, ",")?, "\"payload\"")?, ":")?;
-    let payload = rest.trim_end().strip_suffix('}')?;
+    let payload = rest.trim_end_matches(SPACE).strip_suffix('}')?;
     serde_json::from_str::<&RawValue>(payload)
         .ok()
         .map(RawValue::get)
@@ -1179,6 +1181,9 @@ mod tests {
             format!(r#"{{"sch\u0065ma":{SCHEMA},"payload":{{"id":1}}}}"#),
             r#"{"id":1}"#.to_string(),
             String::new(),
+            // Spaces JSON does not allow, where it allows whitespace.
+            format!("{{\u{a0}\"schema\":{SCHEMA},\"payload\":{{\"id\":1}}}}"),
+            format!("{{\"schema\":{SCHEMA},\"payload\":{{\"id\":1}}}}\u{2028}"),
         ] {
             assert_eq!(split_envelope(&text, SCHEMA), None, "{text}");
         }
