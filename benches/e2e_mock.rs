@@ -126,9 +126,11 @@ impl Settings {
     }
 }
 
+/// The floe binary's allocator, so that the in-process run allocates as it would.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
-    // As the floe binary does, so the in-process run allocates as it would.
-    floe::cli::limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

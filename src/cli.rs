@@ -42,33 +42,6 @@ impl CliError {
     }
 }
 
-/// Memory arenas glibc's allocator may create per core, unless `MALLOC_ARENA_MAX` says
-/// otherwise: half its default of eight.
-pub const MALLOC_ARENAS_PER_CORE: usize = 4;
-
-/// Holds glibc's allocator to [`MALLOC_ARENAS_PER_CORE`] arenas per core. By default it
-/// creates up to eight per core, one per thread that allocates at the same time as another;
-/// each keeps the memory freed on its threads, where a commit on another thread cannot reuse
-/// it. Fewer arenas hold less, but threads that allocate at once (the consume loop, the
-/// decode thread, tokio's workers, librdkafka's) then wait on each other's locks.
-/// Measured with `cargo bench --bench e2e_mock` on two cores: two arenas made a 1M-event
-/// backfill peak at 266-283 MiB against 401-403 MiB with eight, but cost 5-35% of its CPU
-/// per event, and `floe run` fell to 40-52k events per CPU-second against 58-72k (steady
-/// 68-98k events/s against 98-130k); at 10M events the peak was the same (853 against 840
-/// MiB). Call it first thing in `main`, before any thread starts. Other allocators and C
-/// libraries: nothing to do.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let arenas = i32::try_from(cores * MALLOC_ARENAS_PER_CORE).unwrap_or(i32::MAX);
-        // SAFETY: mallopt only sets an allocator parameter; no thread has started yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas);
-        }
-    }
-}
-
 /// Logs go to stderr; `RUST_LOG` (default `info`) sets the filter.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
