@@ -637,32 +637,29 @@ impl Decoder {
         if let Some(key) = rec.key {
             let text = std::str::from_utf8(key).map_err(|e| bad_key(e.to_string()))?;
             match self.json(rec.topic, RecordPart::Key, text) {
-                Ok(json) => match json {
-                    Json::Enveloped { schema, payload } => {
-                        let vsd = self.variable_scale_decimal;
-                        let compiled = self
-                            .key_schemas
-                            .get_or_compile(schema.as_bytes(), || {
-                                Ok(Arc::new(
-                                    ConnectSchema::parse(&schema)?
-                                        .compile_struct(vsd, |_| false)?,
-                                ))
+                Ok(Json::Enveloped { schema, payload }) => {
+                    let vsd = self.variable_scale_decimal;
+                    let compiled = self
+                        .key_schemas
+                        .get_or_compile(schema.as_bytes(), || {
+                            Ok(Arc::new(
+                                ConnectSchema::parse(&schema)?.compile_struct(vsd, |_| false)?,
+                            ))
+                        })
+                        .map_err(|message| {
+                            rec.error(DecodeErrorKind::Schema {
+                                part: RecordPart::Key,
+                                message,
                             })
-                            .map_err(|message| {
-                                rec.error(DecodeErrorKind::Schema {
-                                    part: RecordPart::Key,
-                                    message,
-                                })
-                            })?;
-                        info.names = compiled.fields.iter().map(|f| f.name.clone()).collect();
-                        info.payload = Some(payload).filter(|p| *p != "null");
-                        info.schema = Some(compiled);
-                    }
-                    Json::Object(obj) => {
-                        info.names = obj.entries.iter().map(|(k, _)| k.to_string()).collect();
-                        info.payload = Some(text);
-                    }
-                },
+                        })?;
+                    info.names = compiled.fields.iter().map(|f| f.name.clone()).collect();
+                    info.payload = Some(payload).filter(|p| *p != "null");
+                    info.schema = Some(compiled);
+                }
+                Ok(Json::Object(obj)) => {
+                    info.names = obj.entries.iter().map(|(k, _)| k.to_string()).collect();
+                    info.payload = Some(text);
+                }
                 // A key that is not a struct cannot name key columns, but an override does.
                 Err(e) if overridden.is_none() => {
                     return Err(bad_key(format!(
