@@ -9,7 +9,7 @@ offsets reach the end of every partition, stops Floe with SIGTERM, and reports:
 - events per CPU-second of the floe process (user + sys), the figure that matters: the test
   broker (tansu with SQLite) is slower than Floe, so wall-clock events/s measures the broker;
 - wall-clock events/s, for reference;
-- peak RSS of the floe process;
+- peak RSS of the floe process (its VmHWM, read from /proc while it runs);
 - commits, data files and delete files per commit, from the table's snapshots.
 
 With --backfill it runs `floe backfill` on the topic instead (it stops by itself at the end
@@ -106,32 +106,60 @@ enabled = false
     if args.backfill:
         floe = subprocess.Popen([args.floe, "--log-format", "json", "backfill", "--config", config],
                                 stderr=log, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(floe.pid, 0)
+        status, usage, peak = wait_with_peak(floe.pid)
         wall = time.time() - start
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"floe backfill exited with {os.waitstatus_to_exitcode(status)}; see {work}/floe.log")
-        report(args, work, produced_in, wall, usage, topic_events(args.brokers, topic, args.partitions))
+        report(args, work, produced_in, wall, usage, peak,
+               topic_events(args.brokers, topic, args.partitions))
         return
     floe = subprocess.Popen([args.floe, "--log-format", "json", "run", "--config", config], stderr=log)
+    peak = 0
     try:
         while not committed_reaches_end(args.brokers, topic, group, args.partitions):
             if floe.poll() is not None:
                 sys.exit(f"floe exited early; see {work}/floe.log")
+            peak = max(peak, vm_hwm_kib(floe.pid))
             time.sleep(0.5)
         wall = time.time() - start
         floe.send_signal(signal.SIGTERM)
-        # wait4 gives this child's own CPU time and peak RSS (not the producer's).
-        _, status, usage = os.wait4(floe.pid, 0)
+        status, usage, at_end = wait_with_peak(floe.pid)
+        peak = max(peak, at_end)
         floe.returncode = os.waitstatus_to_exitcode(status)
     finally:
         if floe.returncode is None:
             floe.kill()
     if floe.returncode != 0:
         sys.exit(f"floe exited with {floe.returncode}; see {work}/floe.log")
-    report(args, work, produced_in, wall, usage, None)
+    report(args, work, produced_in, wall, usage, peak, None)
 
 
-def report(args, work, produced_in, wall, usage, events):
+def vm_hwm_kib(pid):
+    """The process's own peak RSS so far (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def wait_with_peak(pid):
+    """Waits for the child: its exit status, its own CPU time (wait4) and its peak RSS, read
+    from /proc every 10 ms while it runs. wait4's ru_maxrss of a child is not its own: it
+    includes this process's RSS at the fork."""
+    peak = 0
+    while True:
+        peak = max(peak, vm_hwm_kib(pid))
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage, peak
+        time.sleep(0.01)
+
+
+def report(args, work, produced_in, wall, usage, peak_kib, events):
     """Prints the figures; `events` from the log's last line when None (floe run)."""
     cpu = usage.ru_utime + usage.ru_stime
     snapshots = []
@@ -157,7 +185,7 @@ def report(args, work, produced_in, wall, usage, events):
         "floe_cpu_seconds": round(cpu, 2),
         "events_per_cpu_second": round(events / cpu) if cpu else None,
         "events_per_wall_second": round(events / wall) if wall else None,
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
         "commits": len(snapshots),
         "data_files_per_commit": round(data_files / len(snapshots), 2) if snapshots else None,
         "delete_files_per_commit": round(delete_files / len(snapshots), 2) if snapshots else None,

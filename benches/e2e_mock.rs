@@ -34,8 +34,12 @@
 //!
 //! With `FLOE_BENCH_BACKFILL=1`, step 3 runs `floe backfill` instead: the release binary as a
 //! child process, at Floe's default flush settings, reading the topic to its end. The figures
-//! are then the child's own (getrusage of the waited-for child: user + sys CPU, peak RSS),
-//! without the mock broker, which stays in this process. The table is checked the same way.
+//! are then the child's own, without the mock broker, which stays in this process: user + sys
+//! CPU from getrusage of the waited-for child, and peak RSS as the child's VmHWM, read from
+//! /proc every 10 ms while it runs (getrusage's peak RSS of a child is not its own: it includes
+//! this process's RSS at the fork, here the mock broker's copy of every event).
+//! `FLOE_BENCH_FLOE_BIN` runs another floe binary (to compare two builds). The table is
+//! checked the same way.
 //! The mock broker keeps ~5 MB of record batches per partition: millions of events need
 //! hundreds of partitions (`FLOE_BENCH_PARTITIONS=512` holds 10M).
 //!
@@ -43,6 +47,8 @@
 //! Quick check: `cargo bench --bench e2e_mock -- --test` or `cargo test --benches`, which use
 //! 2,000 events unless `FLOE_BENCH_EVENTS` says otherwise. Other knobs:
 //! `FLOE_BENCH_PARTITIONS` (default 4), `FLOE_BENCH_COMPRESSION` (default zstd),
+//! `FLOE_BENCH_SCHEMA=0` (records without the Connect schema envelope, as the JsonConverter
+//! writes them with schemas.enable=false),
 //! `FLOE_BENCH_TIMEOUT_SECS` (default 900). Floe's own `FLOE_<SECTION>__<KEY>` overrides apply
 //! to the bench's config (e.g. `FLOE_FLUSH__COMMIT_INTERVAL=10s`) and are printed with the
 //! figures.
@@ -88,6 +94,9 @@ struct Settings {
     /// Run `floe backfill` as a child process at Floe's default flush settings instead of
     /// `floe run` in-process.
     backfill: bool,
+    /// Records with the Connect schema envelope (the JsonConverter's schemas.enable=true) or
+    /// without (only the payload).
+    schema: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -102,6 +111,14 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
 }
 
 impl Settings {
+    fn envelope(&self) -> &'static str {
+        if self.schema {
+            "with the schema envelope"
+        } else {
+            "without the schema envelope"
+        }
+    }
+
     fn from_env() -> anyhow::Result<Self> {
         // `cargo bench` passes --bench; `cargo test --benches` passes nothing, and
         // `cargo bench -- --test` asks for a quick check too.
@@ -113,6 +130,7 @@ impl Settings {
             compression: env_or("FLOE_BENCH_COMPRESSION", "zstd".to_string())?,
             timeout: Duration::from_secs(env_or("FLOE_BENCH_TIMEOUT_SECS", 900)?),
             backfill: env_or("FLOE_BENCH_BACKFILL", 0u8)? == 1,
+            schema: env_or("FLOE_BENCH_SCHEMA", 1u8)? == 1,
         };
         ensure!(
             settings.events >= 10,
@@ -160,7 +178,7 @@ fn run() -> anyhow::Result<()> {
 
     // --- 2. the events -------------------------------------------------------------------
     let produce_started = Instant::now();
-    let produced = produce(&brokers, count, &settings.compression)?;
+    let produced = produce(&brokers, count, &settings.compression, settings.schema)?;
     let produce_seconds = produce_started.elapsed().as_secs_f64();
     let in_topic = topic_size(&brokers, settings.partitions)?;
     ensure!(
@@ -257,8 +275,10 @@ fn run() -> anyhow::Result<()> {
     println!();
     println!("e2e_mock: floe run in-process against the librdkafka mock cluster");
     println!(
-        "  events consumed          {events} (produced {produced}: {count} rows, {} partitions, {} compression)",
-        settings.partitions, settings.compression
+        "  events consumed          {events} (produced {produced}: {count} rows, {} partitions, {} compression, {})",
+        settings.partitions,
+        settings.compression,
+        settings.envelope()
     );
     println!(
         "  events per CPU-second    {:.0}   (process user+sys {cpu:.2}s; includes the in-process mock broker)",
@@ -341,13 +361,31 @@ fn backfill(
     std::fs::write(&config, config_text(brokers, group, &catalog_path, ""))?;
     let log_path = work.join("floe.log");
     let started = Instant::now();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
+    let binary = std::env::var("FLOE_BENCH_FLOE_BIN").unwrap_or(env!("CARGO_BIN_EXE_floe").into());
+    let mut child = std::process::Command::new(&binary)
         .args(["--log-format", "json", "backfill", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path)?)
-        .status()
-        .context("start floe backfill")?;
+        .spawn()
+        .with_context(|| format!("start floe backfill ({binary})"))?;
+    // The child's own peak, read from /proc while it runs: getrusage's peak for a child
+    // includes this process's RSS at the fork (the mock broker's copy of every event).
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Some(hwm) = std::fs::read_to_string(&status_path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak_kib = peak_kib.max(hwm);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let wall = started.elapsed().as_secs_f64();
     if !status.success() {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -369,8 +407,10 @@ fn backfill(
     println!();
     println!("e2e_mock: floe backfill as a child process against the librdkafka mock cluster");
     println!(
-        "  events                   {produced} ({count} rows, {} partitions, {} compression)",
-        settings.partitions, settings.compression
+        "  events                   {produced} ({count} rows, {} partitions, {} compression, {})",
+        settings.partitions,
+        settings.compression,
+        settings.envelope()
     );
     println!(
         "  events per CPU-second    {:.0}   (floe's user+sys {:.2}s)",
@@ -382,8 +422,8 @@ fn backfill(
         produced as f64 / wall
     );
     println!(
-        "  peak RSS                 {:.1} MiB   (floe's own, from getrusage)",
-        usage.max_rss_kib as f64 / 1024.0
+        "  peak RSS                 {:.1} MiB   (floe's own VmHWM, read every 10 ms)",
+        peak_kib as f64 / 1024.0
     );
     println!("  commits                  {}", table.snapshots);
     println!(
@@ -396,10 +436,9 @@ fn backfill(
 
 struct ChildUsage {
     cpu_seconds: f64,
-    max_rss_kib: u64,
 }
 
-/// CPU time and peak RSS of the children this process waited for (here: the one backfill).
+/// CPU time of the children this process waited for (here: the one backfill).
 fn children_usage() -> ChildUsage {
     // SAFETY: getrusage fills the struct it is given and reads nothing else.
     let usage = unsafe {
@@ -410,7 +449,6 @@ fn children_usage() -> ChildUsage {
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     ChildUsage {
         cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss as u64,
     }
 }
 
@@ -513,8 +551,12 @@ fn value_schema() -> String {
     )
 }
 
-fn key(i: u32) -> String {
-    format!(r#"{{"schema": {KEY_SCHEMA}, "payload": {{"id": {i}}}}}"#)
+fn key(i: u32, with_schema: bool) -> String {
+    if with_schema {
+        format!(r#"{{"schema": {KEY_SCHEMA}, "payload": {{"id": {i}}}}}"#)
+    } else {
+        format!(r#"{{"id": {i}}}"#)
+    }
 }
 
 /// Connect Decimal: big-endian two's complement of the unscaled value, base64.
@@ -537,19 +579,20 @@ fn row(i: u32, version: u32) -> String {
     )
 }
 
+/// A Debezium value: `{"schema": .., "payload": ..}`, or only the payload when `schema` is
+/// empty.
 fn envelope(schema: &str, op: &str, before: Option<&str>, after: Option<&str>, lsn: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let snapshot = if op == "r" { "true" } else { "false" };
-    format!(
+    let payload = format!(
         concat!(
-            r#"{{"schema": {schema}, "payload": {{"before": {before}, "after": {after}, "#,
+            r#"{{"before": {before}, "after": {after}, "#,
             r#""source": {{"version": "2.7.0.Final", "connector": "postgresql", "name": "dbserver1", "#,
             r#""ts_ms": {now}, "snapshot": "{snapshot}", "db": "postgres", "schema": "inventory", "#,
-            r#""table": "customers", "txId": {tx}, "lsn": {lsn}}}, "op": "{op}", "ts_ms": {now}}}}}"#
+            r#""table": "customers", "txId": {tx}, "lsn": {lsn}}}, "op": "{op}", "ts_ms": {now}}}"#
         ),
-        schema = schema,
         before = before.unwrap_or("null"),
         after = after.unwrap_or("null"),
         now = now,
@@ -557,12 +600,21 @@ fn envelope(schema: &str, op: &str, before: Option<&str>, after: Option<&str>, l
         tx = 1000 + lsn,
         lsn = lsn,
         op = op,
-    )
+    );
+    if schema.is_empty() {
+        payload
+    } else {
+        format!(r#"{{"schema": {schema}, "payload": {payload}}}"#)
+    }
 }
 
 /// produce_sample.py's `events(count)`: (key, value), value None for a tombstone.
-fn events(count: u32) -> impl Iterator<Item = (String, Option<String>)> {
-    let schema = value_schema();
+fn events(count: u32, with_schema: bool) -> impl Iterator<Item = (String, Option<String>)> {
+    let schema = if with_schema {
+        value_schema()
+    } else {
+        String::new()
+    };
     let mut lsn = 0u64;
     let inserts = (1..=count).map(|i| (i, 'c'));
     let updates = (3..=count).step_by(3).map(|i| (i, 'u'));
@@ -590,7 +642,7 @@ fn events(count: u32) -> impl Iterator<Item = (String, Option<String>)> {
             }
             _ => None, // the tombstone after a delete
         };
-        (key(i), value)
+        (key(i, with_schema), value)
     })
 }
 
@@ -611,7 +663,7 @@ impl ProducerContext for Deliveries {
     }
 }
 
-fn produce(brokers: &str, count: u32, compression: &str) -> anyhow::Result<u64> {
+fn produce(brokers: &str, count: u32, compression: &str, with_schema: bool) -> anyhow::Result<u64> {
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -619,7 +671,7 @@ fn produce(brokers: &str, count: u32, compression: &str) -> anyhow::Result<u64> 
         .create_with_context(Deliveries::default())
         .context("create the producer")?;
     let mut n = 0u64;
-    for (key, value) in events(count) {
+    for (key, value) in events(count, with_schema) {
         let mut record = BaseRecord::to(TOPIC).key(&key);
         if let Some(value) = &value {
             record = record.payload(value);
