@@ -117,14 +117,35 @@ pub async fn write_data_files(
     settings: FileSettings,
     commit_id: &str,
 ) -> Result<Vec<DataFile>, FileError> {
+    write_groups(&data_writers(table, settings, commit_id)?, groups).await
+}
+
+/// Data-file writers of the target size, named after the commit.
+fn data_writers(
+    table: &LoadedTable,
+    settings: FileSettings,
+    commit_id: &str,
+) -> Result<impl IcebergWriterBuilder, FileError> {
     let schema = table.metadata.current_schema().clone();
-    let builder = DataFileWriterBuilder::new(rolling(
+    Ok(DataFileWriterBuilder::new(rolling(
         table,
         schema,
         settings,
         format!("{commit_id}-data"),
-    )?);
-    write_groups(&builder, groups).await
+    )?))
+}
+
+/// A writer of data files for an unpartitioned table: batches (in the table's Arrow schema)
+/// go into files of the target size in the order written, each dropped once written.
+pub async fn unpartitioned_data_writer(
+    table: &LoadedTable,
+    settings: FileSettings,
+    commit_id: &str,
+) -> Result<impl IcebergWriter, FileError> {
+    data_writers(table, settings, commit_id)?
+        .build(None)
+        .await
+        .map_err(FileError::from)
 }
 
 /// Writes each group of rows with a writer of its own partition, one group after another,

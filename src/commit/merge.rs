@@ -64,28 +64,34 @@ struct KeyState {
     last_op: ChangeOp,
 }
 
-/// `rows` holds the window's changes in event order, in the table's schema, as batches; `ops`
-/// the op of each row across them; `key_columns` the indices of the primary-key columns
-/// (empty: append-only). `table_is_empty`: the table has no rows, so no key needs a delete
-/// entry. `whole_deletes`: also return the deleted keys' whole rows.
-///
-/// Each input batch is dropped as soon as its rows moved on, so the window is held about once,
-/// plus the keys.
-pub fn merge(
-    rows: Vec<RecordBatch>,
+/// Which rows of a window a commit writes, and which keys it removes.
+#[derive(Debug)]
+pub struct Selection {
+    /// Per batch, the rows to write, ascending.
+    pub kept: Vec<Vec<u32>>,
+    /// (batch, row) of each key that needs a delete, in order of first appearance.
+    pub deleted: Vec<(usize, usize)>,
+    /// Deletes in an append-only table (no primary key), which cannot be applied.
+    pub ignored_deletes: usize,
+}
+
+/// Picks each key's last change from `rows` (the window's batches in event order, holding at
+/// least the `key_columns`; any other columns are not read) and `ops` (the op of each row
+/// across them). `key_columns` empty: append-only, every row but a delete is kept.
+/// `table_is_empty`: the table has no rows, so no key needs a delete.
+pub fn select(
+    rows: &[RecordBatch],
     ops: &[ChangeOp],
     key_columns: &[usize],
     table_is_empty: bool,
-    whole_deletes: bool,
-) -> Result<Merged, String> {
+) -> Result<Selection, String> {
     debug_assert_eq!(
         rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
         ops.len()
     );
-    let mut merged = Merged {
-        upserts: Vec::new(),
-        deleted_keys: Vec::new(),
-        deletes: None,
+    let mut selection = Selection {
+        kept: Vec::with_capacity(rows.len()),
+        deleted: Vec::new(),
         ignored_deletes: 0,
     };
     if key_columns.is_empty() {
@@ -96,13 +102,13 @@ pub fn merge(
             let keep: Vec<u32> = (0..batch_ops.len() as u32)
                 .filter(|i| batch_ops[*i as usize] != ChangeOp::Delete)
                 .collect();
-            merged.ignored_deletes += batch_ops.len() - keep.len();
-            merged.upserts.extend(keep_rows(batch, keep)?);
+            selection.ignored_deletes += batch_ops.len() - keep.len();
+            selection.kept.push(keep);
         }
-        return Ok(merged);
+        return Ok(selection);
     }
     let Some(first) = rows.first() else {
-        return Ok(merged);
+        return Ok(selection);
     };
     let schema = first.schema();
     let fields = key_columns
@@ -150,52 +156,86 @@ pub fn merge(
         }
     }
 
-    let mut kept: Vec<Vec<u32>> = vec![Vec::new(); rows.len()];
-    let mut deleted: Vec<(usize, usize)> = Vec::new();
+    selection.kept = vec![Vec::new(); rows.len()];
     for key in &order {
         let s = &state[key];
         let (b, r) = (s.last.0 as usize, s.last.1 as usize);
         if !table_is_empty {
-            deleted.push((b, r));
+            selection.deleted.push((b, r));
         }
         if s.last_op != ChangeOp::Delete {
-            kept[b].push(r as u32);
+            selection.kept[b].push(r as u32);
         }
     }
-    drop(order);
-    drop(state);
-    drop(keys);
-    if !deleted.is_empty() {
-        let failed = |e: arrow::error::ArrowError| format!("select rows: {e}");
-        if whole_deletes {
-            let all: Vec<&RecordBatch> = rows.iter().collect();
-            let deletes =
-                arrow::compute::interleave_record_batch(&all, &deleted).map_err(failed)?;
-            merged.deleted_keys = key_columns
-                .iter()
-                .map(|i| deletes.column(*i).clone())
-                .collect();
-            merged.deletes = Some(deletes);
-        } else {
-            merged.deleted_keys = key_columns
-                .iter()
-                .map(|i| {
-                    let arrays: Vec<&dyn Array> =
-                        rows.iter().map(|b| b.column(*i).as_ref()).collect();
-                    arrow::compute::interleave(&arrays, &deleted).map_err(failed)
-                })
-                .collect::<Result<_, _>>()?;
-        }
-    }
-    for (batch, mut keep) in rows.into_iter().zip(kept) {
+    for keep in &mut selection.kept {
         keep.sort_unstable();
+    }
+    Ok(selection)
+}
+
+/// The key columns of the selected deletes, from the window's batches.
+pub fn deleted_keys(
+    rows: &[RecordBatch],
+    key_columns: &[usize],
+    deleted: &[(usize, usize)],
+) -> Result<Vec<ArrayRef>, String> {
+    if deleted.is_empty() {
+        return Ok(Vec::new());
+    }
+    key_columns
+        .iter()
+        .map(|i| {
+            let arrays: Vec<&dyn Array> = rows.iter().map(|b| b.column(*i).as_ref()).collect();
+            arrow::compute::interleave(&arrays, deleted).map_err(|e| format!("select rows: {e}"))
+        })
+        .collect()
+}
+
+/// `rows` holds the window's changes in event order, in the table's schema, as batches; `ops`
+/// the op of each row across them; `key_columns` the indices of the primary-key columns
+/// (empty: append-only). `table_is_empty`: the table has no rows, so no key needs a delete
+/// entry. `whole_deletes`: also return the deleted keys' whole rows.
+///
+/// Each input batch is dropped as soon as its rows moved on, so the window is held about once,
+/// plus the keys.
+pub fn merge(
+    rows: Vec<RecordBatch>,
+    ops: &[ChangeOp],
+    key_columns: &[usize],
+    table_is_empty: bool,
+    whole_deletes: bool,
+) -> Result<Merged, String> {
+    let Selection {
+        kept,
+        deleted,
+        ignored_deletes,
+    } = select(&rows, ops, key_columns, table_is_empty)?;
+    let mut merged = Merged {
+        upserts: Vec::new(),
+        deleted_keys: Vec::new(),
+        deletes: None,
+        ignored_deletes,
+    };
+    if whole_deletes && !deleted.is_empty() {
+        let all: Vec<&RecordBatch> = rows.iter().collect();
+        let deletes = arrow::compute::interleave_record_batch(&all, &deleted)
+            .map_err(|e| format!("select rows: {e}"))?;
+        merged.deleted_keys = key_columns
+            .iter()
+            .map(|i| deletes.column(*i).clone())
+            .collect();
+        merged.deletes = Some(deletes);
+    } else {
+        merged.deleted_keys = deleted_keys(&rows, key_columns, &deleted)?;
+    }
+    for (batch, keep) in rows.into_iter().zip(kept) {
         merged.upserts.extend(keep_rows(batch, keep)?);
     }
     Ok(merged)
 }
 
 /// The rows of `batch` at `indices` (ascending): the batch itself when that is all of them.
-fn keep_rows(batch: RecordBatch, indices: Vec<u32>) -> Result<Option<RecordBatch>, String> {
+pub fn keep_rows(batch: RecordBatch, indices: Vec<u32>) -> Result<Option<RecordBatch>, String> {
     if indices.is_empty() {
         return Ok(None);
     }
@@ -358,6 +398,72 @@ mod tests {
         let m = merge(vec![rows], &[Insert, Delete, Insert], &[], false, true).unwrap();
         assert_eq!(ids(&m.upserts), vec![1, 2]);
         assert_eq!(m.ignored_deletes, 1);
+    }
+
+    proptest::proptest! {
+        /// The streamed commit picks rows from the key columns alone and takes them from the
+        /// batches afterwards; the merge of whole batches does it at once. Both must give a
+        /// model's rows and deleted keys, however the window is cut into batches.
+        #[test]
+        fn selecting_on_the_keys_alone_picks_what_the_merge_picks(
+            changes in proptest::collection::vec((0i64..12, 0u8..4), 0..60),
+            cuts in proptest::collection::vec(0usize..60, 0..4),
+            table_is_empty: bool,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| *c < changes.len()).collect();
+            cuts.push(changes.len());
+            cuts.sort_unstable();
+            let mut batches = Vec::new();
+            let mut start = 0;
+            for end in cuts {
+                let part = &changes[start..end];
+                let ids: Vec<i64> = part.iter().map(|c| c.0).collect();
+                let names: Vec<String> = (start..end).map(|i| format!("v{i}")).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                batches.push(batch(&ids, &names));
+                start = end;
+            }
+            let ops: Vec<ChangeOp> = changes
+                .iter()
+                .map(|c| [Insert, Update, Delete, Read][c.1 as usize])
+                .collect();
+            let merged = merge(batches.clone(), &ops, &[0], table_is_empty, false).unwrap();
+
+            let keys: Vec<RecordBatch> = batches.iter().map(|b| b.project(&[0]).unwrap()).collect();
+            let selection = select(&keys, &ops, &[0], table_is_empty).unwrap();
+            let removed = deleted_keys(&keys, &[0], &selection.deleted).unwrap();
+            let upserts: Vec<RecordBatch> = batches
+                .into_iter()
+                .zip(selection.kept)
+                .filter_map(|(b, keep)| keep_rows(b, keep).unwrap())
+                .collect();
+            // The model: each key's last change; its row when that is not a delete, in event
+            // order; every key deleted first, in order of first appearance, unless the table
+            // is empty.
+            let mut last = std::collections::BTreeMap::new();
+            let mut first_seen = Vec::new();
+            for (i, (id, _)) in changes.iter().enumerate() {
+                if last.insert(*id, i).is_none() {
+                    first_seen.push(*id);
+                }
+            }
+            let mut winners: Vec<usize> = last
+                .values()
+                .copied()
+                .filter(|i| ops[*i] != Delete)
+                .collect();
+            winners.sort_unstable();
+            let want: Vec<String> = winners.iter().map(|i| format!("v{i}")).collect();
+            let want_removed = if table_is_empty { Vec::new() } else { first_seen };
+            let removed_ids: Vec<i64> = removed
+                .first()
+                .map(|a| a.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+                .unwrap_or_default();
+            proptest::prop_assert_eq!(names(&upserts), want.clone());
+            proptest::prop_assert_eq!(names(&merged.upserts), want);
+            proptest::prop_assert_eq!(removed_ids, want_removed.clone());
+            proptest::prop_assert_eq!(key_ids(&merged), want_removed);
+        }
     }
 
     #[test]

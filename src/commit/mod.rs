@@ -7,6 +7,11 @@
 //! snapshot ([`snapshot`]). Tables and namespaces are created on first use, and the schema
 //! evolves within the rules of [`schema`].
 //!
+//! The runtime gives a window as its staged parts ([`CommitEngine::commit_parts`]): for an
+//! unpartitioned table written with its key index, [`streamed`] reads them twice instead of
+//! holding the window; otherwise they are read into memory and committed by
+//! [`CommitEngine::commit`].
+//!
 //! A conflict (another writer, compaction) reloads the table and re-applies the SAME files on
 //! the new base; it never rewrites data. When a commit's outcome is unknown (a timeout, a 5xx),
 //! the table is searched for the commit's id before anything is committed again.
@@ -23,6 +28,7 @@ pub mod partition;
 pub mod positions;
 pub mod schema;
 pub mod snapshot;
+pub mod streamed;
 pub mod toast;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +49,7 @@ use crate::decode::KafkaPosition;
 pub use files::FileSettings;
 pub use merge::ChangeOp;
 pub use offsets::CommittedOffsets;
+pub use streamed::ChangeParts;
 
 /// The column that carries each row's Debezium op (`c`, `u`, `d`, `r`) into the engine.
 pub use crate::decode::arrow::OP_COLUMN;
@@ -189,6 +196,9 @@ pub struct CommitOutcome {
     pub attempts: u32,
     pub created_table: bool,
     pub schema_changed: bool,
+    /// Whether the window was read part by part, twice, rather than held in memory
+    /// ([`CommitEngine::commit_parts`]).
+    pub streamed: bool,
     /// Old snapshots the commit expired, and how many of their files were deleted.
     pub expired_snapshots: usize,
     pub removed_files: usize,
@@ -341,16 +351,7 @@ impl CommitEngine {
                         "the table does not exist and there are no rows to create it from".into(),
                     )
                 })?;
-                let data_schema = ArrowSchema::new(
-                    first
-                        .fields()
-                        .iter()
-                        .filter(|f| !is_internal_column(f.name()))
-                        .cloned()
-                        .chain(spec.extras.fields().into_iter().map(Arc::new))
-                        .collect::<Vec<_>>(),
-                );
-                (self.create_table(&ident, spec, &data_schema).await?, true)
+                (self.create_from_changes(&ident, spec, &first).await?, true)
             }
         };
         // Exactly once: rows at positions the table already holds are dropped here, whatever
@@ -372,29 +373,11 @@ impl CommitEngine {
         let mut unchanged = Vec::new();
         let committed_at = chrono::Utc::now().timestamp_micros();
         for batch in batches {
-            let (batch, dropped) = positions::drop_applied(&batch, &held).map_err(&invalid)?;
-            already_applied += dropped;
-            let mut batch_unchanged = toast::unchanged_columns(&batch).map_err(&invalid)?;
-            let schema = batch.schema();
-            let op_index = schema
-                .index_of(OP_COLUMN)
-                .map_err(|_| invalid(format!("a change batch has no {OP_COLUMN} column")))?;
-            let mut batch_ops =
-                merge::parse_ops(batch.column(op_index).as_ref()).map_err(&invalid)?;
-            let data = spec
-                .extras
-                .apply(
-                    &batch,
-                    positions::data_columns(&batch),
-                    &mut batch_ops,
-                    &mut batch_unchanged,
-                    &spec.primary_key,
-                    committed_at,
-                )
-                .map_err(&invalid)?;
-            unchanged.extend(batch_unchanged);
-            ops.extend(batch_ops);
-            rows.push(data);
+            let prepared = prepare(spec, &held, &batch, committed_at).map_err(&invalid)?;
+            already_applied += prepared.already_applied;
+            unchanged.extend(prepared.unchanged);
+            ops.extend(prepared.ops);
+            rows.push(prepared.data);
         }
         if already_applied > 0 {
             tracing::info!(table = %ident, rows = already_applied, "skipped changes the table already holds");
@@ -422,8 +405,7 @@ impl CommitEngine {
 
         // With the table's key index, only keys the table holds get a delete, by position;
         // without it, every changed key gets an equality delete.
-        let slot = self.index_slot(&ident);
-        let mut slot = slot.lock().await;
+        let mut slot = self.index_slot(&ident).lock_owned().await;
         if spec.deletes == DeleteMode::Position && !key_columns.is_empty() {
             self.ensure_index(&mut slot, &base).await?;
         }
@@ -523,6 +505,61 @@ impl CommitEngine {
         let data_files = files::write_data_files(&base, groups, self.settings.files, &commit_id)
             .await
             .map_err(files_error)?;
+        self.finish(Written {
+            ident: &ident,
+            spec,
+            base,
+            slot,
+            commit_id,
+            offsets: &offsets,
+            held: &held,
+            data_files,
+            written_keys,
+            written_spec,
+            removed_keys,
+            deletes,
+            truncating,
+            indexed,
+            rows_written,
+            ignored_deletes,
+            created_table,
+            schema_changed,
+            streamed: false,
+        })
+        .await
+    }
+
+    /// The part of a commit after its rows are written as data files: delete files, the
+    /// snapshot (tried again on conflicts), the key index brought to it, expired snapshots'
+    /// files removed.
+    async fn finish(&self, written: Written<'_>) -> Result<CommitOutcome, CommitError> {
+        let Written {
+            ident,
+            spec,
+            mut base,
+            mut slot,
+            commit_id,
+            offsets,
+            held,
+            data_files,
+            written_keys,
+            written_spec,
+            removed_keys,
+            deletes,
+            truncating,
+            indexed,
+            rows_written,
+            ignored_deletes,
+            created_table,
+            schema_changed,
+            streamed,
+        } = written;
+        let table = ident.to_string();
+        let invalid = |message: String| CommitError::Invalid {
+            table: table.clone(),
+            message,
+        };
+        let files_error = CommitError::files(&table);
         let (mut delete_files, mut keys_deleted) = self
             .delete_files(
                 slot.usable(spec.deletes),
@@ -544,7 +581,7 @@ impl CommitEngine {
                 snapshot::CommitFiles {
                     commit_id: &commit_id,
                     group: &self.settings.group,
-                    offsets: &offsets,
+                    offsets,
                     data_files: &data_files,
                     delete_files: &delete_files,
                     replace_all: truncating,
@@ -578,7 +615,7 @@ impl CommitEngine {
                 });
             }
             tokio::time::sleep(waits.next().unwrap_or(self.settings.max_backoff)).await;
-            base = self.reload(&ident).await?;
+            base = self.reload(ident).await?;
             if base.metadata.default_partition_spec_id() != written_spec {
                 // The files were written under the spec the table had: the next round
                 // writes them again under the new one.
@@ -597,7 +634,7 @@ impl CommitEngine {
             }
             let now = CommittedOffsets::of_table(&base.metadata, &self.settings.group)
                 .map_err(&invalid)?;
-            if let Some((topic, partition)) = positions::moved(&held, &now, &offsets) {
+            if let Some((topic, partition)) = positions::moved(held, &now, offsets) {
                 return Err(CommitError::Superseded {
                     table,
                     topic,
@@ -642,7 +679,7 @@ impl CommitEngine {
             }
         }
         let index_bytes = slot.index.as_ref().map_or(0, |i| i.memory_bytes());
-        self.count_index(&ident, index_bytes);
+        self.count_index(ident, index_bytes);
         drop(slot);
         let (expired_snapshots, removed_files) = match expired {
             Some((expiry, list)) => (
@@ -670,6 +707,7 @@ impl CommitEngine {
             attempts: attempt,
             created_table,
             schema_changed,
+            streamed,
             expired_snapshots,
             removed_files,
         })
@@ -1090,6 +1128,26 @@ impl CommitEngine {
     }
 
     /// Commits a schema change when `incoming` needs one; returns the reloaded table then.
+    /// Creates the table with the columns of a change batch (`changes`) and the spec's extra
+    /// columns.
+    async fn create_from_changes(
+        &self,
+        ident: &TableIdent,
+        spec: &TableSpec,
+        changes: &ArrowSchema,
+    ) -> Result<LoadedTable, CommitError> {
+        let data_schema = ArrowSchema::new(
+            changes
+                .fields()
+                .iter()
+                .filter(|f| !is_internal_column(f.name()))
+                .cloned()
+                .chain(spec.extras.fields().into_iter().map(Arc::new))
+                .collect::<Vec<_>>(),
+        );
+        self.create_table(ident, spec, &data_schema).await
+    }
+
     async fn evolve_schema(
         &self,
         ident: &TableIdent,
@@ -1151,6 +1209,78 @@ impl CommitEngine {
             }
         }
     }
+}
+
+/// A commit's rows written as data files, and what its snapshot must remove: what the
+/// in-memory and the streamed commit hand to [`CommitEngine::finish`].
+struct Written<'a> {
+    ident: &'a TableIdent,
+    spec: &'a TableSpec,
+    base: LoadedTable,
+    slot: tokio::sync::OwnedMutexGuard<IndexSlot>,
+    commit_id: String,
+    offsets: &'a CommittedOffsets,
+    /// The offsets the table held when the commit started.
+    held: &'a CommittedOffsets,
+    data_files: Vec<iceberg::spec::DataFile>,
+    /// The key columns of the written rows, in the order of `data_files` (empty without an
+    /// index).
+    written_keys: Vec<ArrayRef>,
+    written_spec: i32,
+    /// The key columns of every key whose old row must go.
+    removed_keys: Vec<ArrayRef>,
+    /// Those keys' whole rows, for equality deletes.
+    deletes: Option<RecordBatch>,
+    truncating: bool,
+    indexed: bool,
+    rows_written: u64,
+    ignored_deletes: usize,
+    created_table: bool,
+    schema_changed: bool,
+    streamed: bool,
+}
+
+/// One change batch made ready for the merge.
+struct Prepared {
+    /// The rows the table does not hold yet, with the table's extra columns.
+    data: RecordBatch,
+    ops: Vec<ChangeOp>,
+    /// Per row, the columns whose values are unchanged (TOASTed) and not in the change.
+    unchanged: Vec<Vec<String>>,
+    /// Rows dropped because the table already holds their positions.
+    already_applied: usize,
+}
+
+/// Drops the rows the table already holds (`held`), reads the ops and the unchanged
+/// (TOASTed) columns, and adds the table's extra columns. Gives the same result for the same
+/// batch and `committed_at`, which the streamed commit relies on when it reads a part twice.
+fn prepare(
+    spec: &TableSpec,
+    held: &CommittedOffsets,
+    batch: &RecordBatch,
+    committed_at: i64,
+) -> Result<Prepared, String> {
+    let (batch, already_applied) = positions::drop_applied(batch, held)?;
+    let mut unchanged = toast::unchanged_columns(&batch)?;
+    let op_index = batch
+        .schema()
+        .index_of(OP_COLUMN)
+        .map_err(|_| format!("a change batch has no {OP_COLUMN} column"))?;
+    let mut ops = merge::parse_ops(batch.column(op_index).as_ref())?;
+    let data = spec.extras.apply(
+        &batch,
+        positions::data_columns(&batch),
+        &mut ops,
+        &mut unchanged,
+        &spec.primary_key,
+        committed_at,
+    )?;
+    Ok(Prepared {
+        data,
+        ops,
+        unchanged,
+        already_applied,
+    })
 }
 
 fn key_column_indices(schema: &Schema, arrow: &ArrowSchema) -> Vec<usize> {

@@ -3,16 +3,19 @@
 //! commits the tables, at most `flush.max_concurrent_commits` at a time, while the loop goes
 //! on reading into a new window. One round is in flight at a time.
 //!
-//! Per table, in the task: the staged deltas are read (a few at once), the commit engine
-//! commits them as one snapshot, and only then are the group offsets the snapshot holds
-//! committed to Kafka and the deltas deleted. A table whose commit failed in a way that may
-//! pass goes back in front of its newer work and is tried again after a backoff; any other
-//! failure stops the run, with nothing after the last table commit acknowledged.
+//! Per table, in the task: the commit engine reads the staged deltas back and commits them as
+//! one snapshot (streaming them where it can, holding a delta or two rather than the window),
+//! and only then are the group offsets the snapshot holds committed to Kafka and the deltas
+//! deleted. A table whose commit failed in a way that may pass goes back in front of its newer
+//! work and is tried again after a backoff; any other failure stops the run, with nothing
+//! after the last table commit acknowledged.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use futures::future::BoxFuture;
 use iceberg::spec::Schema;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -20,14 +23,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::context::RebalanceForwarder;
 use super::window::TableState;
 use super::{Runtime, RuntimeError, fault};
-use crate::commit::{CommitEngine, CommittedOffsets, TableChanges, TableSpec};
+use crate::commit::{ChangeParts, CommitEngine, CommittedOffsets, TableSpec};
 use crate::config::TableName;
 use crate::decode::KafkaPosition;
 use crate::stage::{StagedDelta, Stager};
 use crate::telemetry::Metrics;
-
-/// Staged deltas of one table read at once during its commit.
-const PARALLEL_READS: usize = 4;
 
 /// What a round task needs, shared with the loop.
 #[derive(Clone)]
@@ -111,20 +111,9 @@ pub(super) async fn commit_table(shared: &Shared, work: &TableWork) -> Settled {
 
 async fn commit_work(shared: &Shared, work: &TableWork) -> Result<Done, RuntimeError> {
     let table = &work.spec.name;
-    let batches: Vec<_> = futures::stream::iter(work.staged.clone())
-        .map(|delta| {
-            let stager = shared.stager.clone();
-            async move { stager.read(&delta).await }
-        })
-        .buffered(PARALLEL_READS)
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
     // A truncate with nothing after it still commits, unless there is no table to empty.
     let truncates_a_table = match &work.truncated_at {
-        Some(_) if batches.is_empty() => shared.engine.exists(table).await?,
+        Some(_) if work.staged.is_empty() => shared.engine.exists(table).await?,
         _ => false,
     };
     let mut done = Done {
@@ -134,19 +123,20 @@ async fn commit_work(shared: &Shared, work: &TableWork) -> Result<Done, RuntimeE
         committed: false,
         schema: None,
     };
-    if batches.is_empty() && !truncates_a_table {
+    if work.staged.is_empty() && !truncates_a_table {
         return Ok(done);
     }
     let started = Instant::now();
     let outcome = shared
         .engine
-        .commit(
+        .commit_parts(
             &work.spec,
-            TableChanges {
-                batches,
-                offsets: work.offsets.clone(),
-                truncated_at: work.truncated_at.clone(),
+            &StagedParts {
+                stager: &shared.stager,
+                staged: &work.staged,
             },
+            work.offsets.clone(),
+            work.truncated_at.clone(),
         )
         .await?;
     let metrics = &shared.metrics;
@@ -180,6 +170,7 @@ async fn commit_work(shared: &Shared, work: &TableWork) -> Result<Done, RuntimeE
         data_files = outcome.data_files,
         delete_files = outcome.delete_files,
         attempts = outcome.attempts,
+        streamed = outcome.streamed,
         seconds = started.elapsed().as_secs_f64(),
         "committed"
     );
@@ -191,6 +182,27 @@ async fn commit_work(shared: &Shared, work: &TableWork) -> Result<Done, RuntimeE
         done.schema = current_schema(&shared.engine, table).await?;
     }
     Ok(done)
+}
+
+/// A window's staged deltas, read back by the commit (twice when it streams them).
+struct StagedParts<'a> {
+    stager: &'a Stager,
+    staged: &'a [StagedDelta],
+}
+
+impl ChangeParts for StagedParts<'_> {
+    fn count(&self) -> usize {
+        self.staged.len()
+    }
+
+    fn read(&self, part: usize) -> BoxFuture<'_, Result<Vec<RecordBatch>, String>> {
+        Box::pin(async move {
+            self.stager
+                .read(&self.staged[part])
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// The table's current schema, if it exists.
