@@ -2,9 +2,10 @@
 //!
 //! The changes arrive as Arrow batches in event order, each row with its Debezium op in the
 //! [`OP_COLUMN`]. Per primary key the last change wins ([`merge`]); new row images are written
-//! as Parquet data files and the keys of updated and deleted rows as equality-delete files
-//! ([`files`]); both, with the Kafka offsets the window covers, become one `overwrite`
-//! snapshot ([`snapshot`]). Tables and namespaces are created on first use, and the schema
+//! as Parquet data files, and the old rows of updated and deleted keys the table holds are
+//! removed by position-delete files (found in the table's key index, [`index`]) or, without
+//! the index, by equality-delete files on the key ([`files`]); both, with the Kafka offsets
+//! the window covers, become one `overwrite` snapshot ([`snapshot`]). Tables and namespaces are created on first use, and the schema
 //! evolves within the rules of [`schema`].
 //!
 //! The runtime gives a window as its staged parts ([`CommitEngine::commit_parts`]): for an
