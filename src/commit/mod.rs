@@ -5,8 +5,8 @@
 //! as Parquet data files, and the old rows of updated and deleted keys the table holds are
 //! removed by position-delete files (found in the table's key index, [`index`]) or, without
 //! the index, by equality-delete files on the key ([`files`]); both, with the Kafka offsets
-//! the window covers, become one `overwrite` snapshot ([`snapshot`]). Tables and namespaces are created on first use, and the schema
-//! evolves within the rules of [`schema`].
+//! the window covers, become one `overwrite` snapshot ([`snapshot`]). Tables and namespaces
+//! are created on first use, and the schema evolves within the rules of [`schema`].
 //!
 //! The runtime gives a window as its staged parts ([`CommitEngine::commit_parts`]): for an
 //! unpartitioned table written with its key index, [`streamed`] reads them twice instead of
@@ -1128,7 +1128,6 @@ impl CommitEngine {
         }
     }
 
-    /// Commits a schema change when `incoming` needs one; returns the reloaded table then.
     /// Creates the table with the columns of a change batch (`changes`) and the spec's extra
     /// columns.
     async fn create_from_changes(
@@ -1149,6 +1148,7 @@ impl CommitEngine {
         self.create_table(ident, spec, &data_schema).await
     }
 
+    /// Commits a schema change when `incoming` needs one; returns the reloaded table then.
     async fn evolve_schema(
         &self,
         ident: &TableIdent,

@@ -3,9 +3,9 @@
 //! the picked ones written into the data file and the part dropped. The commit then holds one
 //! or two parts and the window's keys, not the window.
 //!
-//! It covers the common case: an existing unpartitioned table, written with its key index (or
-//! without a primary key). Anything else is committed from memory, as
-//! [`CommitEngine::commit`] does: a table the commit creates, a partitioned table (its rows are
+//! It covers the common case: an unpartitioned table (existing, or created from the first
+//! part's columns), written with its key index (or without a primary key). Anything else is
+//! committed from memory, as [`CommitEngine::commit`] does: a partitioned table (its rows are
 //! written partition by partition, which needs them all), equality deletes (written from whole
 //! rows), unchanged (TOASTed) values to fill in from earlier images, a truncate, and a window
 //! holding only rows the table has already.
