@@ -33,6 +33,7 @@ use smallvec::SmallVec;
 
 use super::files::FileError;
 use super::partition::FilePartition;
+use super::shards::Shards;
 use super::snapshot::{load_manifests, read_manifest_list};
 use crate::catalog::LoadedTable;
 
@@ -96,8 +97,8 @@ impl std::fmt::Debug for KeyIndex {
 /// A table's keys: one integer column as itself (16 bytes a slot), any other key in Arrow's
 /// row format (32 bytes a slot, plus the key's bytes beyond 16).
 enum KeyMap {
-    Long(HashMap<i64, Location>),
-    Bytes(HashMap<KeyBytes, Location>),
+    Long(Shards<i64, Location>),
+    Bytes(Shards<KeyBytes, Location>),
 }
 
 /// The keys of a batch, in the index's form.
@@ -141,8 +142,8 @@ impl Key<'_> {
 impl KeyMap {
     fn get(&self, key: Key<'_>) -> Option<Location> {
         match (self, key) {
-            (KeyMap::Long(m), Key::Long(k)) => m.get(&k).copied(),
-            (KeyMap::Bytes(m), Key::Bytes(k)) => m.get(k).copied(),
+            (KeyMap::Long(m), Key::Long(k)) => m.get(&k),
+            (KeyMap::Bytes(m), Key::Bytes(k)) => m.get(k),
             _ => None,
         }
     }
@@ -230,9 +231,9 @@ impl KeyIndex {
             files: Vec::new(),
             file_ids: HashMap::default(),
             rows: if integer {
-                KeyMap::Long(HashMap::default())
+                KeyMap::Long(Shards::default())
             } else {
-                KeyMap::Bytes(HashMap::default())
+                KeyMap::Bytes(Shards::default())
             },
             extra: HashMap::default(),
             spilled_bytes: 0,
@@ -437,15 +438,13 @@ impl KeyIndex {
             return;
         }
         match (&mut self.rows, key) {
-            (KeyMap::Long(m), Key::Long(k)) => {
-                m.insert(k, at);
-            }
+            (KeyMap::Long(m), Key::Long(k)) => m.insert_new(k, at),
             (KeyMap::Bytes(m), Key::Bytes(k)) => {
                 let k = KeyBytes::from_slice(k);
                 if k.spilled() {
                     self.spilled_bytes += k.capacity() + MALLOC_OVERHEAD;
                 }
-                m.insert(k, at);
+                m.insert_new(k, at);
             }
             _ => unreachable!("keys take the form of the index's map"),
         }
@@ -457,7 +456,7 @@ impl KeyIndex {
                 m.remove(&k);
             }
             (KeyMap::Bytes(m), Key::Bytes(k)) => {
-                if let Some((k, _)) = m.remove_entry(k)
+                if let Some(k) = m.remove(k)
                     && k.spilled()
                 {
                     self.spilled_bytes -= k.capacity() + MALLOC_OVERHEAD;

@@ -28,6 +28,7 @@ pub mod orphans;
 pub mod partition;
 pub mod positions;
 pub mod schema;
+mod shards;
 pub mod snapshot;
 pub mod streamed;
 pub mod toast;
