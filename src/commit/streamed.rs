@@ -37,22 +37,27 @@ const READ_AHEAD: usize = 2;
 /// Parts read at once when the whole window is read into memory.
 const PARALLEL_READS: usize = 4;
 
-/// The parts in order, `ahead` of them being read at once.
+/// A part that cannot be read. As before the commit read them, this stops the run (a restart
+/// reads its records from Kafka again).
+fn read_failed(table: &str, message: String) -> CommitError {
+    CommitError::Files {
+        table: table.to_string(),
+        message: format!("reading the staged changes: {message}"),
+        retryable: false,
+    }
+}
+
+/// The parts in order from `from`, `ahead` of them being read at once.
 fn read_parts<'a>(
     parts: &'a dyn ChangeParts,
     table: &'a str,
+    from: usize,
     ahead: usize,
 ) -> impl Stream<Item = Result<Vec<RecordBatch>, CommitError>> + 'a {
-    futures::stream::iter(0..parts.count())
+    futures::stream::iter(from..parts.count())
         .map(move |i| parts.read(i))
         .buffered(ahead)
-        .map_err(move |message| CommitError::Files {
-            table: table.to_string(),
-            message: format!("reading the staged changes: {message}"),
-            // As before the commit read them: a staged delta that cannot be read stops the run
-            // (a restart reads its records from Kafka again).
-            retryable: false,
-        })
+        .map_err(move |message| read_failed(table, message))
 }
 
 impl CommitEngine {
@@ -75,7 +80,7 @@ impl CommitEngine {
             return Ok(outcome);
         }
         let table = self.ident(&spec.name)?.to_string();
-        let batches: Vec<RecordBatch> = read_parts(parts, &table, PARALLEL_READS)
+        let batches: Vec<RecordBatch> = read_parts(parts, &table, 0, PARALLEL_READS)
             .try_collect::<Vec<_>>()
             .await?
             .into_iter()
@@ -113,27 +118,27 @@ impl CommitEngine {
             message,
         };
         let files_error = CommitError::files(&table);
+        // A table the commit creates is created from the first part's columns, as the
+        // in-memory commit does; that part is then not read again.
+        let mut first_part = None;
         let (mut base, created_table) = match self.load(&ident).await? {
             Some(t) => (t, false),
             None => {
-                // Created from the first batch's columns, as the in-memory commit does.
-                let first = match parts.count() {
-                    0 => None,
-                    _ => parts
-                        .read(0)
-                        .await
-                        .map_err(|message| CommitError::Files {
-                            table: table.clone(),
-                            message: format!("reading the staged changes: {message}"),
-                            retryable: false,
-                        })?
-                        .first()
-                        .map(RecordBatch::schema),
-                };
-                let Some(first) = first else {
+                if parts.count() == 0 {
+                    return Ok(None);
+                }
+                let first = parts
+                    .read(0)
+                    .await
+                    .map_err(|message| read_failed(&table, message))?;
+                let Some(columns) = first.first().map(RecordBatch::schema) else {
                     return Ok(None);
                 };
-                (self.create_from_changes(&ident, spec, &first).await?, true)
+                first_part = Some(first);
+                (
+                    self.create_from_changes(&ident, spec, &columns).await?,
+                    true,
+                )
             }
         };
         *created |= created_table;
@@ -160,7 +165,11 @@ impl CommitEngine {
         let mut ops = Vec::new();
         let mut already_applied = 0usize;
         let mut schema_changed = false;
-        let mut reads = std::pin::pin!(read_parts(parts, &table, READ_AHEAD));
+        let read_from = usize::from(first_part.is_some());
+        let mut reads = std::pin::pin!(
+            futures::stream::iter(first_part.map(Ok))
+                .chain(read_parts(parts, &table, read_from, READ_AHEAD))
+        );
         while let Some(batches) = reads.try_next().await? {
             for batch in batches {
                 let prepared = prepare(spec, &held, &batch, committed_at).map_err(&invalid)?;
@@ -234,47 +243,43 @@ impl CommitEngine {
         let mut written_keys: Vec<Vec<ArrayRef>> = vec![Vec::new(); key_columns.len()];
         let mut rows_written = 0u64;
         let mut at = 0usize;
-        let mut reads = std::pin::pin!(read_parts(parts, &table, READ_AHEAD));
+        let read_again = || invalid("the staged changes did not read the same twice".to_string());
+        let mut reads = std::pin::pin!(read_parts(parts, &table, 0, READ_AHEAD));
         while let Some(batches) = reads.try_next().await? {
             for batch in batches {
+                let nth = at;
+                at += 1;
                 let prepared = prepare(spec, &held, &batch, committed_at).map_err(&invalid)?;
                 drop(batch);
-                if rows_per_batch.get(at) != Some(&prepared.data.num_rows()) {
-                    return Err(invalid(
-                        "the staged changes did not read the same twice".to_string(),
-                    ));
+                if rows_per_batch.get(nth) != Some(&prepared.data.num_rows()) {
+                    return Err(read_again());
                 }
                 let data = schema::project(&prepared.data, &target).map_err(&invalid)?;
                 drop(prepared);
                 let Some(rows) =
-                    merge::keep_rows(data, std::mem::take(&mut kept[at])).map_err(&invalid)?
+                    merge::keep_rows(data, std::mem::take(&mut kept[nth])).map_err(&invalid)?
                 else {
-                    at += 1;
                     continue;
                 };
-                at += 1;
                 for (columns, i) in written_keys.iter_mut().zip(&key_columns) {
                     columns.push(rows.column(*i).clone());
                 }
                 rows_written += rows.num_rows() as u64;
-                if writer.is_none() {
-                    writer = Some(
+                let w = match writer.as_mut() {
+                    Some(w) => w,
+                    None => writer.insert(
                         files::unpartitioned_data_writer(&base, self.settings.files, &commit_id)
                             .await
                             .map_err(files_error)?,
-                    );
-                }
-                if let Some(w) = writer.as_mut() {
-                    w.write(rows)
-                        .await
-                        .map_err(|e| files_error(files::FileError::from(e)))?;
-                }
+                    ),
+                };
+                w.write(rows)
+                    .await
+                    .map_err(|e| files_error(files::FileError::from(e)))?;
             }
         }
         if at != rows_per_batch.len() {
-            return Err(invalid(
-                "the staged changes did not read the same twice".to_string(),
-            ));
+            return Err(read_again());
         }
         let data_files = match writer.as_mut() {
             Some(w) => w
