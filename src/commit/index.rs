@@ -40,8 +40,7 @@ use crate::catalog::LoadedTable;
 /// What the allocator adds to each heap allocation, roughly.
 const MALLOC_OVERHEAD: usize = 16;
 
-/// A fast hash (keys come from the source database, not from an adversary), seeded per process.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use super::FastHashMap as HashMap;
 
 /// A key as bytes of Arrow's row format (ordered, self-delimiting): up to 16 bytes inline.
 pub type KeyBytes = SmallVec<[u8; 16]>;

@@ -1,16 +1,21 @@
 //! Merges a commit window's changes into what the snapshot writes: per primary key the last
-//! change wins; new row images become data rows and touched keys become equality deletes.
+//! change wins; new row images become data rows and touched keys are removed first (the
+//! commit turns them into position deletes from the key index, or equality deletes without
+//! it).
 //!
 //! It never reads the table: whether a key exists there is unknown, so every touched key gets
 //! a delete entry unless the table holds no rows at all. An insert is no proof that a key is
 //! new: Debezium is at-least-once and re-sends inserts (and snapshot reads) after its own
 //! restarts, so an insert without its delete would become a second row for the key.
 
-use std::collections::HashMap;
+use std::hash::Hash;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, Int64Type};
 use arrow::row::{RowConverter, SortField};
+
+use super::FastHashMap as HashMap;
 
 /// A Debezium op as the commit engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +48,8 @@ pub struct Merged {
     /// Rows for data files (the table's columns), in window order of each key's last image.
     /// Batches of the window that are kept whole are passed on as they are, not copied.
     pub upserts: Vec<RecordBatch>,
-    /// The key columns (in `key_columns` order) of every key that needs a delete, in order of
-    /// first appearance.
+    /// The key columns (in `key_columns` order) of every key that needs a delete, in window
+    /// order of the key's last change.
     pub deleted_keys: Vec<ArrayRef>,
     /// Those keys' whole rows, when asked for (equality-delete files are written from them).
     pub deletes: Option<RecordBatch>,
@@ -58,18 +63,12 @@ impl Merged {
     }
 }
 
-struct KeyState {
-    /// Batch and row of the key's last change.
-    last: (u32, u32),
-    last_op: ChangeOp,
-}
-
 /// Which rows of a window a commit writes, and which keys it removes.
 #[derive(Debug)]
 pub struct Selection {
     /// Per batch, the rows to write, ascending.
     pub kept: Vec<Vec<u32>>,
-    /// (batch, row) of each key that needs a delete, in order of first appearance.
+    /// (batch, row) of each key that needs a delete, in window order of the key's last change.
     pub deleted: Vec<(usize, usize)>,
     /// Deletes in an append-only table (no primary key), which cannot be applied.
     pub ignored_deletes: usize,
@@ -110,12 +109,13 @@ pub fn select(
     let Some(first) = rows.first() else {
         return Ok(selection);
     };
+    if u32::try_from(ops.len()).is_err() {
+        return Err(format!(
+            "a commit window of {} changes: at most 2^32",
+            ops.len()
+        ));
+    }
     let schema = first.schema();
-    let fields = key_columns
-        .iter()
-        .map(|i| SortField::new(schema.field(*i).data_type().clone()))
-        .collect();
-    let converter = RowConverter::new(fields).map_err(|e| format!("primary key: {e}"))?;
     for i in key_columns {
         let nulls: usize = rows.iter().map(|b| b.column(*i).null_count()).sum();
         if nulls > 0 {
@@ -125,52 +125,75 @@ pub fn select(
             ));
         }
     }
-    let keys = rows
-        .iter()
-        .map(|b| {
-            let arrays: Vec<ArrayRef> = key_columns.iter().map(|i| b.column(*i).clone()).collect();
-            converter.convert_columns(&arrays)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("primary key: {e}"))?;
-
-    // Keys in order of first appearance, so the output order is deterministic.
-    let mut order: Vec<arrow::row::Row<'_>> = Vec::new();
-    let mut state: HashMap<arrow::row::Row<'_>, KeyState> = HashMap::with_capacity(ops.len());
-    let mut op = ops.iter();
-    for (b, batch_keys) in keys.iter().enumerate() {
-        for r in 0..batch_keys.num_rows() {
-            let key = batch_keys.row(r);
-            let last_op = *op.next().ok_or("fewer ops than rows")?;
-            let last = (b as u32, r as u32);
-            match state.get_mut(&key) {
-                Some(s) => {
-                    s.last = last;
-                    s.last_op = last_op;
-                }
-                None => {
-                    order.push(key);
-                    state.insert(key, KeyState { last, last_op });
-                }
-            }
+    let last = match key_columns {
+        [i] if matches!(
+            schema.field(*i).data_type(),
+            DataType::Int64 | DataType::Int32
+        ) =>
+        {
+            let keys = rows
+                .iter()
+                .map(|b| cast(b.column(*i), &DataType::Int64))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("primary key: {e}"))?;
+            last_changes(
+                keys.iter()
+                    .flat_map(|k| k.as_primitive::<Int64Type>().values().iter().copied()),
+                ops.len(),
+            )
         }
-    }
+        _ => {
+            let fields = key_columns
+                .iter()
+                .map(|i| SortField::new(schema.field(*i).data_type().clone()))
+                .collect();
+            let converter = RowConverter::new(fields).map_err(|e| format!("primary key: {e}"))?;
+            let keys = rows
+                .iter()
+                .map(|b| {
+                    let arrays: Vec<ArrayRef> =
+                        key_columns.iter().map(|i| b.column(*i).clone()).collect();
+                    converter.convert_columns(&arrays)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("primary key: {e}"))?;
+            last_changes(
+                keys.iter().flat_map(|k| k.iter().map(|row| row.data())),
+                ops.len(),
+            )
+        }
+    };
 
     selection.kept = vec![Vec::new(); rows.len()];
-    for key in &order {
-        let s = &state[key];
-        let (b, r) = (s.last.0 as usize, s.last.1 as usize);
+    let mut batch = 0;
+    let mut batch_start = 0;
+    for at in last {
+        let at = at as usize;
+        while at >= batch_start + rows[batch].num_rows() {
+            batch_start += rows[batch].num_rows();
+            batch += 1;
+        }
+        let row = at - batch_start;
         if !table_is_empty {
-            selection.deleted.push((b, r));
+            selection.deleted.push((batch, row));
         }
-        if s.last_op != ChangeOp::Delete {
-            selection.kept[b].push(r as u32);
+        if ops[at] != ChangeOp::Delete {
+            selection.kept[batch].push(row as u32);
         }
-    }
-    for keep in &mut selection.kept {
-        keep.sort_unstable();
     }
     Ok(selection)
+}
+
+/// Where each key of `keys` (the window's keys in event order, `rows` of them) changed last,
+/// as places in the window, ascending. One slot a key: the key and a `u32`.
+fn last_changes<K: Hash + Eq>(keys: impl Iterator<Item = K>, rows: usize) -> Vec<u32> {
+    let mut last: HashMap<K, u32> = HashMap::with_capacity_and_hasher(rows, Default::default());
+    for (at, key) in keys.enumerate() {
+        last.insert(key, at as u32);
+    }
+    let mut last: Vec<u32> = last.into_values().collect();
+    last.sort_unstable();
+    last
 }
 
 /// The key columns of the selected deletes, from the window's batches.
@@ -340,11 +363,12 @@ mod tests {
         // must still go).
         assert_eq!(ids(&m.upserts), vec![1, 3]);
         assert_eq!(names(&m.upserts), vec!["a2", "c"]);
-        assert_eq!(key_ids(&m), vec![1, 2, 3, 4]);
+        // Deleted in window order of each key's last change.
+        assert_eq!(key_ids(&m), vec![1, 3, 2, 4]);
         let deletes = m.deletes.unwrap();
-        assert_eq!(ids(std::slice::from_ref(&deletes)), vec![1, 2, 3, 4]);
+        assert_eq!(ids(std::slice::from_ref(&deletes)), vec![1, 3, 2, 4]);
         // The last image of each key.
-        assert_eq!(names(&[deletes]), vec!["a2", "b2", "c", "d2"]);
+        assert_eq!(names(&[deletes]), vec!["a2", "c", "b2", "d2"]);
     }
 
     #[test]
@@ -368,7 +392,7 @@ mod tests {
         let split = merge(parts, &ops, &[0], false, false).unwrap();
         assert_eq!(ids(&split.upserts), vec![1, 3, 5, 6, 4]);
         assert_eq!(names(&split.upserts), vec!["a2", "c", "e", "f", "d2"]);
-        assert_eq!(key_ids(&split), vec![1, 2, 3, 5, 6, 4]);
+        assert_eq!(key_ids(&split), vec![1, 3, 2, 5, 6, 4]);
         assert!(split.deletes.is_none(), "only the keys were asked for");
         // Batch 3 is kept whole: the same arrays, not a copy.
         assert!(
@@ -431,6 +455,18 @@ mod tests {
 
             let keys: Vec<RecordBatch> = batches.iter().map(|b| b.project(&[0]).unwrap()).collect();
             let selection = select(&keys, &ops, &[0], table_is_empty).unwrap();
+            // The same keys as text take the other way (Arrow's row format): the same pick.
+            let text_keys: Vec<RecordBatch> = keys
+                .iter()
+                .map(|b| {
+                    let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                    let text: StringArray = ids.iter().map(|id| id.map(|id| format!("k{id}"))).collect();
+                    RecordBatch::try_from_iter([("key", Arc::new(text) as ArrayRef)]).unwrap()
+                })
+                .collect();
+            let by_text = select(&text_keys, &ops, &[0], table_is_empty).unwrap();
+            proptest::prop_assert_eq!(&by_text.kept, &selection.kept);
+            proptest::prop_assert_eq!(&by_text.deleted, &selection.deleted);
             let removed = deleted_keys(&keys, &[0], &selection.deleted).unwrap();
             let upserts: Vec<RecordBatch> = batches
                 .into_iter()
@@ -438,15 +474,15 @@ mod tests {
                 .filter_map(|(b, keep)| keep_rows(b, keep).unwrap())
                 .collect();
             // The model: each key's last change; its row when that is not a delete, in event
-            // order; every key deleted first, in order of first appearance, unless the table
+            // order; every key deleted first, in order of its last change, unless the table
             // is empty.
             let mut last = std::collections::BTreeMap::new();
-            let mut first_seen = Vec::new();
             for (i, (id, _)) in changes.iter().enumerate() {
-                if last.insert(*id, i).is_none() {
-                    first_seen.push(*id);
-                }
+                last.insert(*id, i);
             }
+            let mut last_changes: Vec<usize> = last.values().copied().collect();
+            last_changes.sort_unstable();
+            let by_last_change: Vec<i64> = last_changes.iter().map(|i| changes[*i].0).collect();
             let mut winners: Vec<usize> = last
                 .values()
                 .copied()
@@ -454,7 +490,7 @@ mod tests {
                 .collect();
             winners.sort_unstable();
             let want: Vec<String> = winners.iter().map(|i| format!("v{i}")).collect();
-            let want_removed = if table_is_empty { Vec::new() } else { first_seen };
+            let want_removed = if table_is_empty { Vec::new() } else { by_last_change };
             let removed_ids: Vec<i64> = removed
                 .first()
                 .map(|a| a.as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())

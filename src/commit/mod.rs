@@ -57,6 +57,9 @@ pub use streamed::ChangeParts;
 pub use crate::decode::arrow::OP_COLUMN;
 use positions::is_internal_column;
 
+/// A fast hash (keys come from the source database, not from an adversary), seeded per process.
+type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Why a commit failed. Every variant names the table.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
