@@ -84,10 +84,10 @@ pub fn select(
     key_columns: &[usize],
     table_is_empty: bool,
 ) -> Result<Selection, String> {
-    debug_assert_eq!(
-        rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
-        ops.len()
-    );
+    let changes: usize = rows.iter().map(RecordBatch::num_rows).sum();
+    if changes != ops.len() {
+        return Err(format!("{changes} changes but {} ops", ops.len()));
+    }
     let mut selection = Selection {
         kept: Vec::with_capacity(rows.len()),
         deleted: Vec::new(),
@@ -133,9 +133,16 @@ pub fn select(
         {
             let keys = rows
                 .iter()
-                .map(|b| cast(b.column(*i), &DataType::Int64))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("primary key: {e}"))?;
+                .map(|b| match b.column(*i).data_type() {
+                    DataType::Int64 | DataType::Int32 => cast(b.column(*i), &DataType::Int64)
+                        .map_err(|e| format!("primary key: {e}")),
+                    other => Err(format!(
+                        "primary key column {} is {other} in one batch of the window and {} in the first",
+                        schema.field(*i).name(),
+                        schema.field(*i).data_type()
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             last_changes(
                 keys.iter()
                     .flat_map(|k| k.as_primitive::<Int64Type>().values().iter().copied()),
@@ -513,5 +520,27 @@ mod tests {
         assert_eq!(err, "primary key column id is null in 1 change(s)");
         let err = parse_ops(&StringArray::from(vec!["c", "x"])).unwrap_err();
         assert_eq!(err, "row 1: op Some(\"x\") is not one of c, u, d, r");
+        // Ops that do not match the rows, and a key column whose type changes within the
+        // window, are refused, not read wrongly.
+        let err = merge(
+            vec![batch(&[1, 2], &["a", "b"])],
+            &[Insert],
+            &[0],
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err, "2 changes but 1 ops");
+        let text = RecordBatch::try_from_iter([(
+            "id",
+            Arc::new(StringArray::from(vec!["3"])) as ArrayRef,
+        )])
+        .unwrap();
+        let keys = [batch(&[1], &["a"]).project(&[0]).unwrap(), text];
+        let err = select(&keys, &[Insert, Insert], &[0], false).unwrap_err();
+        assert_eq!(
+            err,
+            "primary key column id is Utf8 in one batch of the window and Int64 in the first"
+        );
     }
 }
