@@ -22,16 +22,16 @@ use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{
     DataType, Field, Int64Type, Schema as ArrowSchema, SchemaRef as ArrowSchemaRef,
 };
-use arrow::row::{RowConverter, Rows, SortField};
 use futures::TryStreamExt;
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::FileMetadata;
 use iceberg::spec::{DataContentType, Schema};
 use parquet::arrow::arrow_reader::RowSelection;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use smallvec::SmallVec;
 
+use super::FastHashMap as HashMap;
 use super::files::FileError;
+use super::keys::{Key, KeyBytes, KeyForm, Keys};
 use super::partition::FilePartition;
 use super::shards::Shards;
 use super::snapshot::{load_manifests, read_manifest_list};
@@ -39,11 +39,6 @@ use crate::catalog::LoadedTable;
 
 /// What the allocator adds to each heap allocation, roughly.
 const MALLOC_OVERHEAD: usize = 16;
-
-use super::FastHashMap as HashMap;
-
-/// A key as bytes of Arrow's row format (ordered, self-delimiting): up to 16 bytes inline.
-pub type KeyBytes = SmallVec<[u8; 16]>;
 
 /// Where a live row is: an index into [`KeyIndex`]'s file list, and the row's position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,8 +65,7 @@ pub struct KeyIndex {
     snapshot_id: Option<i64>,
     key_ids: Vec<i32>,
     key_types: Vec<DataType>,
-    /// Arrow's row format for keys that are not one integer column.
-    converter: Option<RowConverter>,
+    form: KeyForm,
     /// Path, size and partition of each data file the index points into.
     files: Vec<(Arc<str>, u64, Option<FilePartition>)>,
     file_ids: HashMap<Arc<str>, u32>,
@@ -98,44 +92,6 @@ impl std::fmt::Debug for KeyIndex {
 enum KeyMap {
     Long(Shards<i64, Location>),
     Bytes(Shards<KeyBytes, Location>),
-}
-
-/// The keys of a batch, in the index's form.
-enum Keys {
-    Long(arrow::array::Int64Array),
-    Bytes(Rows),
-}
-
-#[derive(Clone, Copy)]
-enum Key<'a> {
-    Long(i64),
-    Bytes(&'a [u8]),
-}
-
-impl Keys {
-    fn len(&self) -> usize {
-        match self {
-            Keys::Long(a) => a.len(),
-            Keys::Bytes(r) => r.num_rows(),
-        }
-    }
-
-    fn get(&self, i: usize) -> Key<'_> {
-        match self {
-            Keys::Long(a) => Key::Long(a.value(i)),
-            Keys::Bytes(r) => Key::Bytes(r.row(i).data()),
-        }
-    }
-}
-
-impl Key<'_> {
-    /// The key as bytes, for the maps that hold either form.
-    fn owned(self) -> KeyBytes {
-        match self {
-            Key::Long(v) => KeyBytes::from_slice(&v.to_be_bytes()),
-            Key::Bytes(b) => KeyBytes::from_slice(b),
-        }
-    }
 }
 
 impl KeyMap {
@@ -212,21 +168,14 @@ impl KeyIndex {
         key_ids: Vec<i32>,
         key_types: Vec<DataType>,
     ) -> Result<Self, String> {
-        let integer = matches!(key_types.as_slice(), [DataType::Int64 | DataType::Int32]);
-        let converter = if integer {
-            None
-        } else {
-            Some(
-                RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())
-                    .map_err(|e| format!("primary key: {e}"))?,
-            )
-        };
+        let form = KeyForm::new(&key_types)?;
+        let integer = form.is_long();
         Ok(KeyIndex {
             table_uuid,
             snapshot_id,
             key_ids,
             key_types,
-            converter,
+            form,
             files: Vec::new(),
             file_ids: HashMap::default(),
             rows: if integer {
@@ -395,26 +344,7 @@ impl KeyIndex {
 
     /// The keys of `columns` (the key columns in identifier order) in the index's form.
     fn keys(&self, columns: &[ArrayRef]) -> Result<Keys, String> {
-        let Some(converter) = &self.converter else {
-            let column = columns.first().ok_or("no key column")?;
-            let long = cast(column, &DataType::Int64).map_err(|e| format!("key column: {e}"))?;
-            return Ok(Keys::Long(long.as_primitive::<Int64Type>().clone()));
-        };
-        let cast_columns = columns
-            .iter()
-            .zip(&self.key_types)
-            .map(|(c, t)| {
-                if c.data_type() == t {
-                    Ok(c.clone())
-                } else {
-                    cast(c, t).map_err(|e| format!("key column as {t}: {e}"))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        converter
-            .convert_columns(&cast_columns)
-            .map(Keys::Bytes)
-            .map_err(|e| format!("primary key: {e}"))
+        self.form.keys(columns)
     }
 
     fn file_id(&mut self, path: &str, size: u64, partition: Option<FilePartition>) -> u32 {

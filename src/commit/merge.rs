@@ -10,12 +10,12 @@
 
 use std::hash::Hash;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{cast, take_record_batch};
-use arrow::datatypes::{DataType, Int64Type};
-use arrow::row::{RowConverter, SortField};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::DataType;
 
 use super::FastHashMap as HashMap;
+use super::keys::{KeyForm, Keys};
 
 /// A Debezium op as the commit engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,50 +125,40 @@ pub fn select(
             ));
         }
     }
-    let last = match key_columns {
-        [i] if matches!(
-            schema.field(*i).data_type(),
-            DataType::Int64 | DataType::Int32
-        ) =>
-        {
-            let keys = rows
-                .iter()
-                .map(|b| match b.column(*i).data_type() {
-                    DataType::Int64 | DataType::Int32 => cast(b.column(*i), &DataType::Int64)
-                        .map_err(|e| format!("primary key: {e}")),
-                    other => Err(format!(
-                        "primary key column {} is {other} in one batch of the window and {} in the first",
-                        schema.field(*i).name(),
-                        schema.field(*i).data_type()
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            last_changes(
-                keys.iter()
-                    .flat_map(|k| k.as_primitive::<Int64Type>().values().iter().copied()),
-                ops.len(),
-            )
+    // Every batch's key columns must have the first batch's types: a cast could read one
+    // form's keys as the other's (text as integers gives nulls).
+    for batch in &rows[1..] {
+        for i in key_columns {
+            let (here, first) = (batch.schema_ref().field(*i), schema.field(*i));
+            if here.data_type() != first.data_type() {
+                return Err(format!(
+                    "primary key column {} is {} in one batch of the window and {} in the first",
+                    first.name(),
+                    here.data_type(),
+                    first.data_type()
+                ));
+            }
         }
-        _ => {
-            let fields = key_columns
-                .iter()
-                .map(|i| SortField::new(schema.field(*i).data_type().clone()))
-                .collect();
-            let converter = RowConverter::new(fields).map_err(|e| format!("primary key: {e}"))?;
-            let keys = rows
-                .iter()
-                .map(|b| {
-                    let arrays: Vec<ArrayRef> =
-                        key_columns.iter().map(|i| b.column(*i).clone()).collect();
-                    converter.convert_columns(&arrays)
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("primary key: {e}"))?;
-            last_changes(
-                keys.iter().flat_map(|k| k.iter().map(|row| row.data())),
-                ops.len(),
-            )
-        }
+    }
+    let types: Vec<DataType> = key_columns
+        .iter()
+        .map(|i| schema.field(*i).data_type().clone())
+        .collect();
+    let form = KeyForm::new(&types)?;
+    let keys = rows
+        .iter()
+        .map(|b| {
+            let columns: Vec<ArrayRef> = key_columns.iter().map(|i| b.column(*i).clone()).collect();
+            form.keys(&columns)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let last = if form.is_long() {
+        last_changes(
+            keys.iter().flat_map(|k| k.longs().iter().copied()),
+            ops.len(),
+        )
+    } else {
+        last_changes(keys.iter().flat_map(Keys::bytes), ops.len())
     };
 
     selection.kept = vec![Vec::new(); rows.len()];
@@ -296,7 +286,7 @@ pub fn parse_ops(column: &dyn Array) -> Result<Vec<ChangeOp>, String> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Int64Array, StringArray};
+    use arrow::array::{AsArray, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;

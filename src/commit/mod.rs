@@ -22,6 +22,7 @@ pub mod expire;
 pub mod extras;
 pub mod files;
 pub mod index;
+mod keys;
 pub mod merge;
 pub mod offsets;
 pub mod orphans;
