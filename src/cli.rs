@@ -223,12 +223,15 @@ pub fn maintain(
                     c.data_files_before, c.delete_files_before
                 ),
                 Some(snapshot) => println!(
-                    "{name}: {} data files and {} delete files rewritten into {} data files \
-                     ({} rows), snapshot {snapshot}; {} old snapshots expired, {} files deleted",
+                    "{name}: {} of {} data files and {} delete files rewritten into {} data \
+                     files ({} rows; {} data files now), snapshot {snapshot}; {} old snapshots \
+                     expired, {} files deleted",
+                    c.data_files_rewritten,
                     c.data_files_before,
                     c.delete_files_before,
-                    c.data_files_after,
+                    c.data_files_after - (c.data_files_before - c.data_files_rewritten),
                     c.rows,
+                    c.data_files_after,
                     c.expired_snapshots,
                     c.removed_files
                 ),

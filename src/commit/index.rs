@@ -613,7 +613,7 @@ async fn open_parquet(
 }
 
 /// Reads the top-level columns with these field ids of a Parquet file, in this order.
-async fn read_columns(
+pub(super) async fn read_columns(
     table: &LoadedTable,
     path: &str,
     size: u64,

@@ -216,9 +216,12 @@ pub struct Compacted {
     pub table: TableIdent,
     /// The `replace` snapshot; `None` when the table was compact already (or empty).
     pub snapshot_id: Option<i64>,
+    /// Rows in the rewritten data files.
     pub rows: u64,
     pub data_files_before: usize,
     pub delete_files_before: usize,
+    /// Data files rewritten; the others were kept as they are.
+    pub data_files_rewritten: usize,
     pub data_files_after: usize,
     pub attempts: u32,
     pub expired_snapshots: usize,
@@ -754,37 +757,44 @@ impl CommitEngine {
                 .load(&ident)
                 .await?
                 .ok_or_else(|| invalid("the table does not exist".into()))?;
-            let candidates = compact::Candidates::of(&base).await.map_err(files_error)?;
+            let candidates = compact::Candidates::of(&base, self.settings.files.target_file_size)
+                .await
+                .map_err(files_error)?;
+            let data_files = candidates.rewrite.len() + candidates.kept.len();
             let mut outcome = Compacted {
                 table: ident.clone(),
                 snapshot_id: None,
                 rows: 0,
-                data_files_before: candidates.data.len(),
+                data_files_before: data_files,
                 delete_files_before: candidates.deletes.len(),
-                data_files_after: candidates.data.len(),
+                data_files_rewritten: 0,
+                data_files_after: data_files,
                 attempts: attempt,
                 expired_snapshots: 0,
                 removed_files: 0,
             };
-            if !candidates.worth_it(self.settings.files.target_file_size) {
+            if !candidates.worth_it() {
                 return Ok(outcome);
             }
             let commit_id = uuid::Uuid::new_v4().to_string();
-            let (new_files, rows) = compact::rewrite(&base, self.settings.files, &commit_id)
-                .await
-                .map_err(files_error)?;
+            let (new_files, rows) =
+                compact::rewrite(&base, &candidates.rewrite, self.settings.files, &commit_id)
+                    .await
+                    .map_err(files_error)?;
             let plan = snapshot::plan_replace(
                 &base,
                 &commit_id,
                 &self.settings.group,
                 &new_files,
-                &candidates.all(),
+                &candidates.kept,
+                &candidates.removed(),
                 self.catalog.expires_snapshots(),
             )
             .await
             .map_err(files_error)?;
             outcome.rows = rows;
-            outcome.data_files_after = new_files.len();
+            outcome.data_files_rewritten = candidates.rewrite.len();
+            outcome.data_files_after = candidates.kept.len() + new_files.len();
             let error = match self
                 .catalog
                 .commit(&base, plan.requirements, plan.updates)

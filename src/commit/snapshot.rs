@@ -148,6 +148,8 @@ pub struct LiveFile {
     pub file: DataFile,
     pub sequence_number: i64,
     pub file_sequence_number: Option<i64>,
+    /// The snapshot that added it.
+    pub snapshot_id: i64,
     /// The partition spec of the manifest that lists it.
     pub spec_id: i32,
 }
@@ -170,6 +172,7 @@ pub async fn live_files(base: &LoadedTable) -> Result<(Vec<LiveFile>, Vec<LiveFi
                 file: entry.data_file().clone(),
                 sequence_number,
                 file_sequence_number: Some(entry.file_sequence_number.unwrap_or(sequence_number)),
+                snapshot_id: entry.snapshot_id().unwrap_or(m.added_snapshot_id),
                 spec_id: m.partition_spec_id,
             };
             match live.file.content_type() {
@@ -182,13 +185,16 @@ pub async fn live_files(base: &LoadedTable) -> Result<(Vec<LiveFile>, Vec<LiveFi
 }
 
 /// A `replace` snapshot (a compaction): `added` data files hold the same rows as `removed`
-/// (every live data and delete file of `base`), which the snapshot's manifests record as
-/// deleted. The offsets the table holds are kept.
+/// (live data files of `base`, and every delete file that applies to them), which the
+/// snapshot's manifests record as deleted; `kept` (the other live files, all of the table's
+/// current partition spec, none with a delete that applies to it) stay as they are. The
+/// offsets the table holds are kept.
 pub async fn plan_replace(
     base: &LoadedTable,
     commit_id: &str,
     group: &str,
     added: &[DataFile],
+    kept: &[LiveFile],
     removed: &[LiveFile],
     expire: bool,
 ) -> Result<SnapshotPlan, FileError> {
@@ -208,6 +214,7 @@ pub async fn plan_replace(
         let new = added.iter().filter(|f| is_data(f) == data);
         manifests.extend(out.write_added(content, new, &mut summary).await?);
     }
+    manifests.extend(out.write_kept(kept).await?);
     manifests.extend(out.write_removed(removed, &mut summary).await?);
     finish_replace(base, &out, manifests, summary.build(), group, expire).await
 }
@@ -561,6 +568,47 @@ impl<'a> ManifestOut<'a> {
         let manifest = writer.write_manifest_file().await.map_err(err)?;
         self.next += 1;
         Ok(Some(manifest))
+    }
+
+    /// Manifests listing `kept` (live files of the base, of its current partition spec) as
+    /// existing, each with the snapshot id and sequence numbers it was committed with; none
+    /// when there are none.
+    async fn write_kept(&mut self, kept: &[LiveFile]) -> Result<Vec<ManifestFile>, FileError> {
+        let mut manifests = Vec::new();
+        for (content, data) in [
+            (ManifestContentType::Data, true),
+            (ManifestContentType::Deletes, false),
+        ] {
+            let files: Vec<&LiveFile> = kept
+                .iter()
+                .filter(|l| (l.file.content_type() == DataContentType::Data) == data)
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            if let Some(other) = files.iter().find(|l| l.spec_id != self.spec.spec_id()) {
+                return Err(FileError::permanent(format!(
+                    "{} is of partition spec {}, not the table's current {}: it cannot be kept",
+                    other.file.file_path(),
+                    other.spec_id,
+                    self.spec.spec_id()
+                )));
+            }
+            let mut writer = self.writer(content)?;
+            for live in files {
+                writer
+                    .add_existing_file(
+                        live.file.clone(),
+                        live.snapshot_id,
+                        live.sequence_number,
+                        live.file_sequence_number,
+                    )
+                    .map_err(err)?;
+            }
+            manifests.push(writer.write_manifest_file().await.map_err(err)?);
+            self.next += 1;
+        }
+        Ok(manifests)
     }
 
     /// Manifests recording `removed` (live files of the base) as deleted by this snapshot,

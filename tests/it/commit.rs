@@ -962,6 +962,160 @@ async fn compaction_rewrites_the_rows_into_few_files_and_keeps_the_offsets(fx: B
     assert_eq!(dead(&info), 0, "{}", info["manifests"]);
 }
 
+/// The table's rows as pyiceberg reads them, and its live files as pyiceberg lists them:
+/// (path, content, record count, size).
+async fn rows_and_files(fx: &Backend, table: &str) -> (Value, Vec<(String, i64, i64, u64)>) {
+    let info = fx.pyiceberg_with(table, &["--files"]).await;
+    let files = info["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["file_path"].as_str().unwrap().to_string(),
+                f["content"].as_i64().unwrap(),
+                f["record_count"].as_i64().unwrap(),
+                f["file_size_in_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (info["rows"].clone(), files)
+}
+
+on_backends!(compaction_keeps_full_files_no_delete_touches: local, s3tables, rest_sigv4);
+async fn compaction_keeps_full_files_no_delete_touches(fx: Backend) {
+    let table = fx.table("partly_compacted");
+    let name: floe::config::TableName = table.parse().unwrap();
+    let writer = CommitEngine::new(fx.catalog().await, settings());
+    let mut model = Model::default();
+    let names: Vec<String> = (0..5_000).map(|i| format!("name-{i}")).collect();
+    let big: Vec<Change> = (0..5_000)
+        .map(|i| ("c", i as i64, Some(names[i].as_str())))
+        .collect();
+    let windows: [Vec<Change>; 4] = [
+        big,
+        vec![("c", 100_000, Some("b0")), ("c", 100_001, Some("b1"))],
+        // An update of a row of the second file: a position delete that names only it.
+        vec![("u", 100_000, Some("b0 again"))],
+        vec![("c", 100_002, Some("b2"))],
+    ];
+    for (i, changes) in windows.iter().enumerate() {
+        writer
+            .commit(&spec(&table), window(changes, "t", i as i64 + 1))
+            .await
+            .unwrap();
+        model.apply(changes);
+    }
+    let (_, files) = rows_and_files(&fx, &table).await;
+    let full = files.iter().find(|f| f.2 == 5_000).unwrap().clone();
+    assert_eq!(
+        files.iter().map(|f| f.1).collect::<Vec<_>>(),
+        [0, 0, 0, 0, 1],
+        "{files:?}"
+    );
+    // The large file is of the target size; the others are far under it.
+    let mut small = settings();
+    small.files.target_file_size = full.3;
+    assert!(
+        files
+            .iter()
+            .filter(|f| f.0 != full.0)
+            .all(|f| f.3 < full.3 / 2),
+        "{files:?}"
+    );
+    let maintainer = CommitEngine::new(fx.catalog().await, small.clone());
+    let compacted = maintainer.compact(&name).await.unwrap();
+    assert!(compacted.snapshot_id.is_some(), "{compacted:?}");
+    assert_eq!(
+        (
+            compacted.data_files_before,
+            compacted.delete_files_before,
+            compacted.data_files_rewritten,
+            compacted.data_files_after,
+            compacted.rows
+        ),
+        (4, 1, 3, 2, 3),
+        "{compacted:?}"
+    );
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let (rows, files) = rows_and_files(&fx, &table).await;
+    assert_eq!(rows, model.rows());
+    assert!(files.contains(&full), "the full file stays: {files:?}");
+    assert_eq!(
+        files.iter().map(|f| (f.1, f.2)).collect::<Vec<_>>(),
+        [(0, 3), (0, 5_000)],
+        "{files:?}"
+    );
+
+    // Floe commits on: a row of the kept file and one of the rewritten file are found.
+    let changes = [("u", 7, Some("seven")), ("d", 100_001, None)];
+    writer
+        .commit(&spec(&table), window(&changes, "t", 5))
+        .await
+        .unwrap();
+    model.apply(&changes);
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    assert_eq!(fx.pyiceberg(&table).await["rows"], model.rows());
+
+    // Now a delete touches the full file: it is rewritten with the rest.
+    let compacted = maintainer.compact(&name).await.unwrap();
+    assert_eq!(
+        (compacted.data_files_before, compacted.data_files_rewritten),
+        (3, 3),
+        "{compacted:?}"
+    );
+    assert_eq!(compacted.rows as usize, model.0.len(), "{compacted:?}");
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let (rows, files) = rows_and_files(&fx, &table).await;
+    assert_eq!(rows, model.rows());
+    assert!(
+        !files.iter().any(|f| f.0 == full.0 || f.1 != 0),
+        "{files:?}"
+    );
+
+    // Equality deletes reach every older file of their partition, none written after them.
+    let table = fx.table("partly_compacted_eq");
+    let name: floe::config::TableName = table.parse().unwrap();
+    let mut eq_spec = spec(&table);
+    eq_spec.deletes = DeleteMode::Equality;
+    let mut model = Model::default();
+    // One row fewer than the first file, to tell the two apart.
+    let later: Vec<Change> = (0..4_999)
+        .map(|i| ("c", 50_000 + i as i64, Some(names[i].as_str())))
+        .collect();
+    let windows: [Vec<Change>; 3] = [windows[0].clone(), vec![("u", 5, Some("five"))], later];
+    for (i, changes) in windows.iter().enumerate() {
+        writer
+            .commit(&eq_spec, window(changes, "t", i as i64 + 1))
+            .await
+            .unwrap();
+        model.apply(changes);
+    }
+    let (_, before) = rows_and_files(&fx, &table).await;
+    let data: Vec<i64> = before.iter().filter(|f| f.1 == 0).map(|f| f.2).collect();
+    assert_eq!(data, [1, 4_999, 5_000], "{before:?}");
+    let deletes = before.iter().filter(|f| f.1 == 2).count();
+    assert_eq!(deletes + data.len(), before.len(), "{before:?}");
+    let kept = before.iter().find(|f| f.2 == 4_999).unwrap().clone();
+    // The first file (under the update's delete) and the updated row's small file are
+    // rewritten; the last file came after every delete and is of the target size.
+    let compacted = maintainer.compact(&name).await.unwrap();
+    assert_eq!(
+        (
+            compacted.data_files_rewritten,
+            compacted.delete_files_before,
+            compacted.rows
+        ),
+        (2, deletes, 5_000),
+        "{compacted:?}"
+    );
+    assert_eq!(fx.duckdb_rows(&table).await, model.rows());
+    let (rows, files) = rows_and_files(&fx, &table).await;
+    assert_eq!(rows, model.rows());
+    assert!(files.contains(&kept), "{files:?}");
+    assert!(files.iter().all(|f| f.1 == 0), "{files:?}");
+}
+
 on_backends!(orphan_files_past_the_age_go_and_referenced_files_stay: local, s3tables, rest_sigv4);
 async fn orphan_files_past_the_age_go_and_referenced_files_stay(fx: Backend) {
     let table = fx.table("orphans");

@@ -475,6 +475,8 @@ def describe_files(table):
             md = pq.ParquetFile(local).metadata
             codec = md.row_group(0).column(0).compression if md.num_row_groups else None
         out.append({
+            "file_path": path,
+            "file_size_in_bytes": task_file["file_size_in_bytes"],
             "content": task_file["content"],
             "record_count": task_file["record_count"],
             "equality_ids": task_file.get("equality_ids"),
