@@ -13,11 +13,13 @@ offsets reach the end of every partition, stops Floe with SIGTERM, and reports:
 - commits, data files and delete files per commit, from the table's snapshots.
 
 With --backfill it runs `floe backfill` on the topic instead (it stops by itself at the end
-offsets), for the peak RSS of a bounded load at default settings.
+offsets), for the peak RSS of a bounded load at default settings. With --no-schema the keys and
+values are only the payload (the JsonConverter's schemas.enable=false), ~0.5 KB each.
 
 Needs the test environment (scripts/test-env.sh up kafka) and a built floe binary.
 
-Usage: benches/e2e.py [--events 100000] [--partitions 4] [--backfill] [--floe target/release/floe]
+Usage: benches/e2e.py [--events 100000] [--partitions 4] [--backfill] [--no-schema]
+                      [--floe target/release/floe]
 """
 
 import argparse
@@ -65,6 +67,8 @@ def main():
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--floe", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "floe"))
     ap.add_argument("--backfill", action="store_true", help="run floe backfill instead of floe run")
+    ap.add_argument("--no-schema", action="store_true",
+                    help="events without the Connect schema envelope (schemas.enable=false)")
     ap.add_argument("--brokers", default=os.environ.get("FLOE_TEST_KAFKA", "127.0.0.1:19092"))
     args = ap.parse_args()
     if not os.path.exists(args.floe):
@@ -77,7 +81,8 @@ def main():
     t0 = time.time()
     subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts/fixtures/produce_sample.py"), "--brokers", args.brokers,
-         "--topic", topic, "--count", str(count), "--partitions", str(args.partitions)],
+         "--topic", topic, "--count", str(count), "--partitions", str(args.partitions)]
+        + (["--no-schema"] if args.no_schema else []),
         check=True, stdout=subprocess.DEVNULL)
     produced_in = time.time() - t0
 
@@ -178,6 +183,7 @@ def report(args, work, produced_in, wall, usage, peak_kib, events):
     delete_files = sum(s.get("delete_files", 0) for s in snapshots)
     figures = {
         "mode": "backfill" if args.backfill else "run",
+        "schema_envelope": not args.no_schema,
         "events": events,
         "partitions": args.partitions,
         "produce_seconds": round(produced_in, 1),
