@@ -34,7 +34,7 @@ mod exact_tests;
 #[cfg(test)]
 mod settings_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 
@@ -194,6 +194,89 @@ pub struct Change {
     /// When Debezium processed the change (the envelope's `ts_ms`).
     pub event_ts_ms: Option<i64>,
     pub position: KafkaPosition,
+}
+
+impl Change {
+    /// About the bytes this change holds on the heap: its key, its row images and every string
+    /// in them and in its source block. Each allocation is counted at its capacity plus
+    /// [`ALLOCATION_OVERHEAD`]. The change itself is not counted (it lives where it is put).
+    pub fn heap_bytes(&self) -> usize {
+        let source = &self.source;
+        let strings = [
+            &source.connector,
+            &source.name,
+            &source.db,
+            &source.schema,
+            &source.table,
+            &source.snapshot,
+        ];
+        let position = match &source.position {
+            Some(SourcePosition::Binlog { file, gtid, .. }) => {
+                string_bytes(file) + gtid.as_ref().map_or(0, string_bytes)
+            }
+            Some(SourcePosition::SqlServer {
+                commit_lsn,
+                change_lsn,
+                ..
+            }) => [commit_lsn, change_lsn]
+                .into_iter()
+                .flatten()
+                .map(string_bytes)
+                .sum(),
+            Some(SourcePosition::Lsn { .. }) | None => 0,
+        };
+        string_bytes(&self.table.namespace)
+            + string_bytes(&self.table.name)
+            + datums_bytes(&self.key)
+            + self.before.as_ref().map_or(0, datums_bytes)
+            + self.after.as_ref().map_or(0, datums_bytes)
+            + strings
+                .into_iter()
+                .flatten()
+                .map(string_bytes)
+                .sum::<usize>()
+            + position
+    }
+}
+
+/// What an allocation takes beyond the bytes asked for, about: the allocator's rounding up to
+/// its size classes, for the small allocations a change is made of.
+pub const ALLOCATION_OVERHEAD: usize = 16;
+
+fn allocation(capacity: usize) -> usize {
+    if capacity == 0 {
+        0
+    } else {
+        capacity + ALLOCATION_OVERHEAD
+    }
+}
+
+fn string_bytes(s: &String) -> usize {
+    allocation(s.capacity())
+}
+
+fn datums_bytes(row: &Vec<Datum>) -> usize {
+    allocation(row.capacity() * std::mem::size_of::<Datum>())
+        + row.iter().map(Datum::heap_bytes).sum::<usize>()
+}
+
+impl Datum {
+    /// The bytes this value holds on the heap (see [`Change::heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Datum::String(s) => string_bytes(s),
+            Datum::Binary(b) => allocation(b.capacity()),
+            Datum::List(values) | Datum::Struct(values) => datums_bytes(values),
+            Datum::Map(entries) => {
+                allocation(entries.capacity() * std::mem::size_of::<(Datum, Datum)>())
+                    + entries
+                        .iter()
+                        .map(|(k, v)| k.heap_bytes() + v.heap_bytes())
+                        .sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
 }
 
 /// What one record decodes to.

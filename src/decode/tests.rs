@@ -32,7 +32,7 @@ pub(super) fn config(extra: &str) -> Config {
     .expect("valid test config")
 }
 
-pub(super) fn decoder(extra: &str) -> Decoder {
+pub(crate) fn decoder(extra: &str) -> Decoder {
     let c = config(extra);
     Decoder::new(&c.decode, &c.tables)
 }
@@ -62,7 +62,7 @@ fn corpus(path: &str) -> Vec<(Option<String>, Option<String>)> {
         .collect()
 }
 
-pub(super) fn record<'a>(
+pub(crate) fn record<'a>(
     topic: &'a str,
     offset: i64,
     key: Option<&'a str>,

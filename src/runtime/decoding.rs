@@ -73,11 +73,6 @@ impl OwnedRecord {
                 .collect(),
         }
     }
-
-    /// Key plus value bytes: what the record weighs in a buffer.
-    pub fn bytes(&self) -> usize {
-        self.value.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
-    }
 }
 
 /// One record and what it decoded to.

@@ -478,7 +478,6 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         self.summary.records += 1;
         let record = message.record();
-        let bytes = message.bytes();
         let table = match decoded {
             Ok(Decoded::Change(change)) => {
                 let table = change.table.clone();
@@ -497,7 +496,7 @@ impl Runtime {
                         .map(str::to_string)
                         .collect();
                 }
-                state.buffer.push(change, bytes);
+                state.buffer.push(change);
                 table
             }
             Ok(Decoded::TombstoneAfterDelete(position)) => {

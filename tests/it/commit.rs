@@ -1750,7 +1750,7 @@ fn buffered_window(topic: &str, records: &[(String, String)], end: usize) -> Tab
             headers: Vec::new(),
         };
         match decoder.decode(&record).unwrap() {
-            floe::decode::Decoded::Change(change) => buffer.push(change, value.len()),
+            floe::decode::Decoded::Change(change) => buffer.push(change),
             other => panic!("offset {offset}: not a change: {other:?}"),
         }
     }
