@@ -23,6 +23,9 @@ use super::index::{IndexError, read_columns};
 use super::snapshot::{self, LiveFile};
 use crate::catalog::LoadedTable;
 
+/// Position-delete files read at once.
+const READ_AHEAD: usize = 8;
+
 /// What a compaction would rewrite and what it keeps.
 pub struct Candidates {
     /// Data files to rewrite: those under three quarters of the target size, those a delete
@@ -71,35 +74,39 @@ async fn touched_by(
     data: &[LiveFile],
     deletes: &[LiveFile],
 ) -> Result<HashSet<String>, FileError> {
+    let is_position = |d: &&LiveFile| d.file.content_type() == DataContentType::PositionDeletes;
+    // The position-delete files are read a few at a time.
+    let named: Vec<HashSet<String>> = futures::stream::iter(deletes.iter().filter(is_position))
+        .map(|d| named_paths(base, d))
+        .buffered(READ_AHEAD)
+        .try_collect()
+        .await?;
     let mut touched = HashSet::new();
-    for delete in deletes {
+    for (delete, named) in deletes.iter().filter(is_position).zip(named) {
+        touched.extend(
+            data.iter()
+                .filter(|d| d.sequence_number <= delete.sequence_number)
+                .map(|d| d.file.file_path())
+                .filter(|p| named.contains(*p))
+                .map(str::to_string),
+        );
+    }
+    let equality = deletes
+        .iter()
+        .filter(|d| d.file.content_type() == DataContentType::EqualityDeletes);
+    for delete in equality {
         let file = &delete.file;
-        match file.content_type() {
-            DataContentType::PositionDeletes => {
-                let named = named_paths(base, delete).await?;
-                touched.extend(
-                    data.iter()
-                        .filter(|d| d.sequence_number <= delete.sequence_number)
-                        .map(|d| d.file.file_path())
-                        .filter(|p| named.contains(*p))
-                        .map(str::to_string),
-                );
-            }
-            DataContentType::EqualityDeletes => {
-                let global = file.partition().fields().is_empty();
-                touched.extend(
-                    data.iter()
-                        .filter(|d| {
-                            d.sequence_number < delete.sequence_number
-                                && (global
-                                    || (d.spec_id == delete.spec_id
-                                        && d.file.partition() == file.partition()))
-                        })
-                        .map(|d| d.file.file_path().to_string()),
-                );
-            }
-            DataContentType::Data => {}
-        }
+        let global = file.partition().fields().is_empty();
+        touched.extend(
+            data.iter()
+                .filter(|d| {
+                    d.sequence_number < delete.sequence_number
+                        && (global
+                            || (d.spec_id == delete.spec_id
+                                && d.file.partition() == file.partition()))
+                })
+                .map(|d| d.file.file_path().to_string()),
+        );
     }
     Ok(touched)
 }
