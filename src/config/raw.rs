@@ -444,7 +444,7 @@ fn default_max_rows() -> usize {
 }
 
 fn default_max_bytes() -> ByteSize {
-    ByteSize::mib(64)
+    ByteSize::mib(32)
 }
 
 fn default_max_buffered_bytes() -> ByteSize {
