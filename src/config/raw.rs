@@ -448,7 +448,7 @@ fn default_max_bytes() -> ByteSize {
 }
 
 fn default_max_buffered_bytes() -> ByteSize {
-    ByteSize::mib(512)
+    ByteSize::mib(256)
 }
 
 fn default_flush_interval() -> Duration {

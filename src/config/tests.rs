@@ -41,6 +41,7 @@ fn minimal_local_config_gets_the_documented_defaults() {
     assert_eq!(c.flush.interval, Duration::from_secs(10));
     assert_eq!(c.flush.commit_interval, Duration::from_secs(60));
     assert_eq!(c.flush.max_bytes, 32 * 1024 * 1024);
+    assert_eq!(c.flush.max_buffered_bytes, 256 * 1024 * 1024);
     assert_eq!(c.flush.zstd_level, 1);
     assert_eq!(c.metrics.listen.port(), 9464);
     match &c.staging {
