@@ -64,7 +64,6 @@ pub struct KeyIndex {
     /// The snapshot whose rows the index describes (`None`: an empty table).
     snapshot_id: Option<i64>,
     key_ids: Vec<i32>,
-    key_types: Vec<DataType>,
     form: KeyForm,
     /// Path, size and partition of each data file the index points into.
     files: Vec<(Arc<str>, u64, Option<FilePartition>)>,
@@ -174,7 +173,6 @@ impl KeyIndex {
             table_uuid,
             snapshot_id,
             key_ids,
-            key_types,
             form,
             files: Vec::new(),
             file_ids: HashMap::default(),
@@ -194,7 +192,7 @@ impl KeyIndex {
         self.table_uuid == table.metadata.uuid()
             && self.snapshot_id == table.metadata.current_snapshot_id()
             && key_types(table.metadata.current_schema())
-                .is_ok_and(|(ids, types)| ids == self.key_ids && types == self.key_types)
+                .is_ok_and(|(ids, types)| ids == self.key_ids && types == self.form.types())
     }
 
     /// Reads the index of `table`'s current snapshot from its files.

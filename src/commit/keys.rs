@@ -12,64 +12,62 @@ use smallvec::SmallVec;
 pub type KeyBytes = SmallVec<[u8; 16]>;
 
 /// How the keys of a table (or of a commit window) are formed, from the key columns' types.
-pub enum KeyForm {
-    /// One integer column.
-    Long,
-    /// Any other key: the key columns' types, and the converter to the row format.
-    Bytes {
-        types: Vec<DataType>,
-        converter: RowConverter,
-    },
+pub struct KeyForm {
+    types: Vec<DataType>,
+    /// Arrow's row format, for any key but one integer column.
+    converter: Option<RowConverter>,
 }
 
 impl KeyForm {
     /// The form for key columns of these types (in identifier order).
     pub fn new(types: &[DataType]) -> Result<Self, String> {
-        if matches!(types, [DataType::Int64 | DataType::Int32]) {
-            return Ok(KeyForm::Long);
-        }
-        let converter = RowConverter::new(types.iter().cloned().map(SortField::new).collect())
-            .map_err(|e| format!("primary key: {e}"))?;
-        Ok(KeyForm::Bytes {
+        let converter = if matches!(types, [DataType::Int64 | DataType::Int32]) {
+            None
+        } else {
+            Some(
+                RowConverter::new(types.iter().cloned().map(SortField::new).collect())
+                    .map_err(|e| format!("primary key: {e}"))?,
+            )
+        };
+        Ok(KeyForm {
             types: types.to_vec(),
             converter,
         })
     }
 
+    /// The key columns' types, in identifier order.
+    pub fn types(&self) -> &[DataType] {
+        &self.types
+    }
+
     pub fn is_long(&self) -> bool {
-        matches!(self, KeyForm::Long)
+        self.converter.is_none()
     }
 
     /// The keys of `columns` (the key columns in identifier order). A column of another type
     /// than the form's (a promoted column in an older data file) is cast to it; an integer
     /// key is read only from an integer column.
     pub fn keys(&self, columns: &[ArrayRef]) -> Result<Keys, String> {
-        let types = match self {
-            KeyForm::Long => {
-                let column = match columns {
-                    [column] => column,
-                    _ => return Err(format!("{} key columns, not one", columns.len())),
-                };
-                return match column.data_type() {
-                    DataType::Int64 => Ok(Keys::Long(column.as_primitive::<Int64Type>().clone())),
-                    DataType::Int32 => cast(column, &DataType::Int64)
-                        .map(|long| Keys::Long(long.as_primitive::<Int64Type>().clone()))
-                        .map_err(|e| format!("key column: {e}")),
-                    other => Err(format!("key column is {other}, not an integer")),
-                };
-            }
-            KeyForm::Bytes { types, .. } => types,
-        };
-        if columns.len() != types.len() {
+        if columns.len() != self.types.len() {
             return Err(format!(
                 "{} key columns, not {}",
                 columns.len(),
-                types.len()
+                self.types.len()
             ));
         }
+        let Some(converter) = &self.converter else {
+            let column = &columns[0];
+            return match column.data_type() {
+                DataType::Int64 => Ok(Keys::Long(column.as_primitive::<Int64Type>().clone())),
+                DataType::Int32 => cast(column, &DataType::Int64)
+                    .map(|long| Keys::Long(long.as_primitive::<Int64Type>().clone()))
+                    .map_err(|e| format!("key column: {e}")),
+                other => Err(format!("key column is {other}, not an integer")),
+            };
+        };
         let cast_columns = columns
             .iter()
-            .zip(types)
+            .zip(&self.types)
             .map(|(c, t)| {
                 if c.data_type() == t {
                     Ok(c.clone())
@@ -78,9 +76,6 @@ impl KeyForm {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let KeyForm::Bytes { converter, .. } = self else {
-            unreachable!("an integer key returned above");
-        };
         converter
             .convert_columns(&cast_columns)
             .map(Keys::Bytes)
