@@ -186,8 +186,8 @@ pub async fn live_files(base: &LoadedTable) -> Result<(Vec<LiveFile>, Vec<LiveFi
 
 /// A `replace` snapshot (a compaction): `added` data files hold the same rows as `removed`
 /// (live data files of `base`, and every delete file that applies to them), which the
-/// snapshot's manifests record as deleted; `kept` (the other live files, all of the table's
-/// current partition spec, none with a delete that applies to it) stay as they are. The
+/// snapshot's manifests record as deleted; `kept` (the other live data files, all of the
+/// table's current partition spec, none with a delete that applies to it) stay as they are. The
 /// offsets the table holds are kept.
 pub async fn plan_replace(
     base: &LoadedTable,
@@ -570,45 +570,38 @@ impl<'a> ManifestOut<'a> {
         Ok(Some(manifest))
     }
 
-    /// Manifests listing `kept` (live files of the base, of its current partition spec) as
-    /// existing, each with the snapshot id and sequence numbers it was committed with; none
-    /// when there are none.
-    async fn write_kept(&mut self, kept: &[LiveFile]) -> Result<Vec<ManifestFile>, FileError> {
-        let mut manifests = Vec::new();
-        for (content, data) in [
-            (ManifestContentType::Data, true),
-            (ManifestContentType::Deletes, false),
-        ] {
-            let files: Vec<&LiveFile> = kept
-                .iter()
-                .filter(|l| (l.file.content_type() == DataContentType::Data) == data)
-                .collect();
-            if files.is_empty() {
-                continue;
-            }
-            if let Some(other) = files.iter().find(|l| l.spec_id != self.spec.spec_id()) {
+    /// One manifest listing `kept` (live data files of the base, of its current partition
+    /// spec) as existing, each with the snapshot id and sequence numbers it was committed with;
+    /// none when there are none.
+    async fn write_kept(&mut self, kept: &[LiveFile]) -> Result<Option<ManifestFile>, FileError> {
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        let mut writer = self.writer(ManifestContentType::Data)?;
+        for live in kept {
+            let file = &live.file;
+            if file.content_type() != DataContentType::Data || live.spec_id != self.spec.spec_id() {
                 return Err(FileError::permanent(format!(
-                    "{} is of partition spec {}, not the table's current {}: it cannot be kept",
-                    other.file.file_path(),
-                    other.spec_id,
+                    "{} ({:?}, partition spec {}) cannot be kept: only data files of the \
+                     table's current partition spec {} are",
+                    file.file_path(),
+                    file.content_type(),
+                    live.spec_id,
                     self.spec.spec_id()
                 )));
             }
-            let mut writer = self.writer(content)?;
-            for live in files {
-                writer
-                    .add_existing_file(
-                        live.file.clone(),
-                        live.snapshot_id,
-                        live.sequence_number,
-                        live.file_sequence_number,
-                    )
-                    .map_err(err)?;
-            }
-            manifests.push(writer.write_manifest_file().await.map_err(err)?);
-            self.next += 1;
+            writer
+                .add_existing_file(
+                    file.clone(),
+                    live.snapshot_id,
+                    live.sequence_number,
+                    live.file_sequence_number,
+                )
+                .map_err(err)?;
         }
-        Ok(manifests)
+        let manifest = writer.write_manifest_file().await.map_err(err)?;
+        self.next += 1;
+        Ok(Some(manifest))
     }
 
     /// Manifests recording `removed` (live files of the base) as deleted by this snapshot,
